@@ -1,0 +1,327 @@
+"""``Dreamer``: the DeepDream options bound once, callable on many images; ``dream()`` wraps it.
+
+Data flow (DESIGN.md §2): check the arguments → image to float32 [B, 3, H, W] on the compute device
+→ octave sizes and per-octave shift tables (host, from the seed) → for each octave, resize-add the
+carried detail and run the iterations (``step.Stepper``) → back to the caller's dtype, shape and
+device. The model is loaded, frozen, BatchNorm-folded (built-in models) and truncated at the
+deepest requested layer once per Dreamer and device.
+"""
+from __future__ import annotations
+
+import copy
+import secrets
+import threading
+from typing import Callable, Dict, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from . import _checks
+from ._reference import resize_add_ref
+from .models.layers import LayerTap, resolve_layers
+from .models.prepare import fold_batchnorm, freeze
+from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
+from .objectives import OBJECTIVES, build_objective
+from .octaves import octave_sizes, shift_table
+from .step import StepConfig, Stepper, autocast_context
+
+DEFAULT_STEP_SIZE = 0.01
+"""Mean change per pixel per iteration, in image units (the seed's 1.5 on 0..255 is ~0.006)."""
+
+ModelArg = Union[str, nn.Module]
+
+
+def _select_backend(device: torch.device) -> str:
+    from .backends import select_backend
+
+    return select_backend(device)
+
+
+def _resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for the model (``None`` = float32) that ``precision`` means on ``device``."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":  # auto
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else None
+
+
+def _cpu_has_fast_bf16() -> bool:
+    """bf16 pays off on the CPU only with native bf16 arithmetic (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+class _Prepared:
+    """The model on one device, ready to dream with: the tap and the normalisation constants."""
+
+    def __init__(self, model: nn.Module, layers, mean, std, device, dtype, channels_last: bool):
+        self.model = model
+        self.tap = LayerTap(model, layers)
+        self.device = device
+        self.dtype = dtype
+        self.channels_last = channels_last
+        if mean is None:
+            self.scale = self.shift = None
+        else:
+            m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            s = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+            self.scale, self.shift = 1.0 / s, -m / s
+
+    def features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        if self.scale is not None:
+            x = torch.addcmul(self.shift, x, self.scale)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast_context(self.device, self.dtype):
+            return self.tap(x)
+
+
+class Dreamer:
+    """DeepDream with its options bound once; call it on images.
+
+    Args:
+        model: a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking
+            Tensor[B, 3, H, W]. A module of yours is used as it is: never copied, moved or changed
+            (it is put in eval mode only for the duration of a call).
+        layers: layer name(s) to dream at, qualified names from ``named_modules()`` or the model's
+            aliases (``fastdream.list_layers(model)``); a ``{name: weight}`` dict weighs several
+            layers. ``None``: the model's default layer (required for a module of yours).
+        weights: built-in models only: ``"default"`` (pretrained), ``None`` (random init) or a path
+            to a local ``.pth`` state dict.
+        octaves: number of octave sizes (>= 1), fewer if the image is small.
+        octave_scale: size ratio between octaves (> 1).
+        iterations: gradient steps per octave (>= 0).
+        step_size: mean absolute change per pixel per step, in image units ([0, 1] scale).
+        jitter: maximum random roll in pixels (>= 0), uniform in [-jitter, jitter] per image and step.
+        objective: ``"l2"`` (the seed's 0.5·sum(a²)), ``"mean"``, or a callable
+            ``Tensor[B, C, h, w] -> scalar`` summed over the batch.
+        channels: channel indices to maximise at every layer (``None``: all).
+        normalize: ``(mean, std)`` applied to the [0, 1] image before the model; built-in models
+            use their own (ImageNet), a module of yours gets the image as given unless this is set.
+        min_size: smallest short side (pixels) of an octave; default from the model (32 for
+            modules of yours).
+        device: where to compute (``None``: the image's device); the result is returned on the
+            image's device.
+        precision: ``"auto"`` (bf16/fp16 autocast where the hardware runs it fast, else fp32),
+            ``"fp32"``, ``"bf16"`` or ``"fp16"``; the image and the step stay float32.
+        seed: default seed of the jitter shifts (``None``: fresh randomness per call).
+        progress: default for showing a tqdm bar over octaves × iterations.
+    """
+
+    def __init__(
+        self,
+        model: ModelArg = DEFAULT_MODEL,
+        layers=None,
+        *,
+        weights="default",
+        octaves: int = 4,
+        octave_scale: float = 1.4,
+        iterations: int = 10,
+        step_size: Optional[float] = None,
+        jitter: int = 32,
+        objective="l2",
+        channels=None,
+        normalize=None,
+        min_size: Optional[int] = None,
+        device=None,
+        precision: str = "auto",
+        seed: Optional[int] = None,
+        progress: bool = False,
+    ):
+        self.octaves = _checks.check_int("octaves", octaves, 1)
+        self.octave_scale = _checks.check_real("octave_scale", octave_scale, greater_than=1.0)
+        self.iterations = _checks.check_int("iterations", iterations, 0)
+        self.step_size = (
+            DEFAULT_STEP_SIZE if step_size is None else _checks.check_real("step_size", step_size, greater_than=0.0)
+        )
+        self.jitter = _checks.check_int("jitter", jitter, 0)
+        if isinstance(objective, str):
+            if objective not in OBJECTIVES:
+                raise ValueError(f"objective must be one of {OBJECTIVES} or a callable, got {objective!r}")
+        elif not callable(objective):
+            raise TypeError(f"objective must be one of {OBJECTIVES} or a callable, got {type(objective).__name__}")
+        self.channels = _checks.check_channels(channels)
+        normalize = _checks.check_normalize(normalize)
+        self.device = _checks.check_device(device)
+        self.precision = _checks.check_precision(precision)
+        self.seed = _checks.check_seed(seed)
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        self.progress = progress
+        layer_weights = _checks.check_layers(layers)
+
+        if isinstance(model, nn.Module):
+            if weights != "default":
+                raise ValueError("weights applies to built-in model names only; load your module's weights yourself")
+            self.spec: Optional[ModelSpec] = None
+            self.model_name = type(model).__name__
+            self._user_model: Optional[nn.Module] = model
+            self._base_model = model
+            aliases: Dict[str, str] = {}
+            if layer_weights is None:
+                raise ValueError("layers is required with a custom model; see fastdream.list_layers(model)")
+            self.mean_std = normalize
+            self.min_size = 32 if min_size is None else _checks.check_int("min_size", min_size, 1)
+            self._min_input = 1
+        elif isinstance(model, str):
+            self.spec = get_spec(model)
+            self.model_name = model
+            self._user_model = None
+            self._base_model = freeze(self.spec.build(weights))
+            aliases = self.spec.aliases
+            layer_weights = layer_weights or {self.spec.default_layer: 1.0}
+            self.mean_std = normalize or (self.spec.mean, self.spec.std)
+            self.min_size = self.spec.min_size if min_size is None else _checks.check_int("min_size", min_size, 1)
+            self._min_input = self.spec.min_input
+        else:
+            raise TypeError(f"model must be a model name (str) or an nn.Module, got {type(model).__name__}")
+
+        resolved = resolve_layers(self._base_model, list(layer_weights), aliases, repr(self.model_name))
+        self.layers = dict(zip(resolved, layer_weights.values()))
+        self.objective = build_objective(objective, self.layers, self.channels)
+        if self._user_model is None:
+            fold_batchnorm(self._base_model, keep=self.layers)
+        self._prepared: Dict[tuple, _Prepared] = {}
+        self._lock = threading.Lock()
+
+    # -- model per device ---------------------------------------------------------------------
+
+    def _prepare(self, device: torch.device) -> _Prepared:
+        dtype = _resolve_precision(self.precision, device)
+        key = (str(device), dtype)
+        prepared = self._prepared.get(key)
+        if prepared is not None:
+            return prepared
+        if self._user_model is not None:
+            params = list(self._user_model.parameters()) + list(self._user_model.buffers())
+            where = {p.device for p in params}
+            if where and where != {device}:
+                raise ValueError(
+                    f"device: the model's parameters are on {sorted(map(str, where))} but the dream runs on "
+                    f"{device}; move the model there or pass device="
+                )
+            model, channels_last = self._user_model, False
+        else:
+            model = self._base_model
+            if any(p.device != device for p in model.parameters()):
+                model = copy.deepcopy(model).to(device)
+            # channels_last pays off wherever the convolutions run in reduced precision or on a GPU.
+            channels_last = device.type == "cuda" or dtype is not None
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+        mean, std = self.mean_std if self.mean_std is not None else (None, None)
+        prepared = _Prepared(model, list(self.layers), mean, std, device, dtype, channels_last)
+        self._prepared[key] = prepared
+        return prepared
+
+    # -- dreaming -----------------------------------------------------------------------------
+
+    def __call__(self, image: torch.Tensor, *, seed: Optional[int] = None, progress: Optional[bool] = None) -> torch.Tensor:
+        """Dream ``image``: Tensor[3, H, W] or [B, 3, H, W] (1 channel: dreamed as grey), uint8 in
+        [0, 255] or float in [0, 1]. Returns a new tensor of the same shape, dtype and device.
+        Images of a batch are dreamed independently (own jitter, own step normalisation).
+        """
+        _checks.check_image(image)
+        seed = self.seed if seed is None else _checks.check_seed(seed)
+        progress = self.progress if progress is None else progress
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        device = self.device or image.device
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        batch_in = image.dim() == 4
+        x = image if batch_in else image.unsqueeze(0)
+        grey = x.shape[1] == 1
+        height, width = x.shape[-2:]
+        if min(height, width) < self._min_input:
+            raise ValueError(
+                f"image is {height}×{width}; model {self.model_name!r} needs at least {self._min_input} px "
+                "on the short side"
+            )
+        if x.shape[0] == 0:
+            return image.clone()
+
+        img = x.detach().to(device=device, dtype=torch.float32, copy=True)
+        if image.dtype == torch.uint8:
+            img.div_(255.0)
+        if grey:
+            img = img.expand(-1, 3, -1, -1).contiguous()
+        img = img.contiguous()
+
+        sizes = octave_sizes(height, width, self.octaves, self.octave_scale, self.min_size)
+        generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        tables = [shift_table(self.iterations, img.shape[0], self.jitter, generator) for _ in sizes]
+
+        with self._lock:
+            out = self._run(img, sizes, tables, device, progress)
+
+        if grey:
+            out = out.mean(dim=1, keepdim=True)
+        if image.dtype == torch.uint8:
+            out = out.mul_(255.0).round_().clamp_(0, 255)
+        out = out.to(device=image.device, dtype=image.dtype)
+        return out if batch_in else out.squeeze(0)
+
+    def _run(self, img, sizes, tables, device, progress) -> torch.Tensor:
+        prepared = self._prepare(device)
+        stepper = Stepper(prepared.features, self.objective, StepConfig(self.step_size), _select_backend(device))
+        user = self._user_model
+        modes = [m.training for m in user.modules()] if user is not None else None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(sizes) * self.iterations, desc="dream", unit="step", leave=False)
+        try:
+            if user is not None:
+                user.eval()
+            detail = None
+            x = img
+            for size, table in zip(sizes, tables):
+                if detail is None:
+                    base = _resize_to(img, size)
+                    x = base.clone()
+                else:
+                    base, x = resize_add_ref(img, detail, size)
+                shifts = table.to(device, non_blocking=True)
+                stepper.run(x, shifts, bar.update if bar is not None else None)
+                detail = x - base
+            return x
+        finally:
+            if bar is not None:
+                bar.close()
+            if user is not None:
+                for m, mode in zip(user.modules(), modes):
+                    m.training = mode
+
+    def __repr__(self) -> str:
+        return (
+            f"Dreamer(model={self.model_name!r}, layers={self.layers}, octaves={self.octaves}, "
+            f"octave_scale={self.octave_scale}, iterations={self.iterations}, step_size={self.step_size}, "
+            f"jitter={self.jitter}, precision={self.precision!r})"
+        )
+
+
+def _resize_to(img: torch.Tensor, size) -> torch.Tensor:
+    from ._reference import resize_ref
+
+    return resize_ref(img, size)
+
+
+def dream(image: torch.Tensor, *, seed: Optional[int] = None, progress: bool = False, **options) -> torch.Tensor:
+    """Dream one image or a batch: ``Dreamer(**options)(image, seed=seed, progress=progress)``.
+
+    ``image``: Tensor[3, H, W] or [B, 3, H, W], uint8 or float in [0, 1]; the result has the same
+    shape, dtype and device. ``options``: see :class:`Dreamer` (``model``, ``layers``, ``octaves``,
+    ``iterations``, ``step_size``, ``jitter``, ``precision``, ``device`` …). To dream many images, build
+    one ``Dreamer`` and call it: the model is then loaded once.
+    """
+    _checks.check_image(image)
+    return Dreamer(**options)(image, seed=seed, progress=progress)

@@ -1,0 +1,82 @@
+"""One octave of DeepDream iterations: jitter → forward → objective → backward → fused step.
+
+The image ``x`` stays float32 NCHW-contiguous on the compute device and is updated in place. The
+model may run under autocast (bf16/fp16) and in channels_last; the gradient comes back to the
+jittered input, and the fused step un-rolls it, normalises it by its per-image mean magnitude,
+steps and clips (DESIGN.md §1, §3). The shift table of the octave is on the device before the loop
+starts, so an iteration needs nothing from the host.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+
+from . import _reference
+
+Features = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
+
+
+@dataclass
+class StepConfig:
+    """What one iteration needs besides the image: units are image units ([0, 1] scale)."""
+
+    step_size: float
+    lo: float = 0.0
+    hi: float = 1.0
+    eps: float = 1e-8
+
+
+class Stepper:
+    """Runs the iterations of one octave with a chosen backend.
+
+    Args:
+        features: image-space Tensor[B, 3, h, w] → {layer: activation}; normalises for the model,
+            sets the layout and the precision itself.
+        objective: activations → scalar loss (summed over the batch).
+        config: step size and clip bounds.
+        backend: ``"reference"`` (plain torch twins) or ``"cpu-extension"``/``"cuda"`` (fused ops).
+    """
+
+    def __init__(self, features: Features, objective, config: StepConfig, backend: str):
+        self.features = features
+        self.objective = objective
+        self.config = config
+        if backend == "reference":
+            self._jitter = _reference.jitter_ref
+            self._step = _reference.normalized_step_ref
+        else:
+            from . import ops
+
+            self._jitter = ops.jitter
+            self._step = ops.normalized_step_
+
+    def gradient(self, x_in: torch.Tensor) -> torch.Tensor:
+        """dL/dx_in for a (jittered) image batch, weights frozen."""
+        x_in.requires_grad_(True)
+        loss = self.objective(self.features(x_in))
+        (grad,) = torch.autograd.grad(loss, x_in)
+        return grad
+
+    def run(self, x: torch.Tensor, shifts: torch.Tensor, on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
+        """``len(shifts)`` iterations on ``x`` (float32 Tensor[B, 3, h, w], in place).
+
+        ``shifts``: int32 Tensor[iterations, B, 2] on the device of ``x``.
+        """
+        c = self.config
+        for i in range(shifts.shape[0]):
+            s = shifts[i]
+            grad = self.gradient(self._jitter(x, s))
+            self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
+            if on_step is not None:
+                on_step()
+        return x
+
+
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
+    """Autocast for the model's forward at ``dtype``, or nothing for float32."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
