@@ -1,0 +1,514 @@
+"""The ``fastdream`` command: dream image files and folders, list models and layers.
+
+``fastdream dream INPUT... -o OUTPUT [options]``, ``fastdream models``, ``fastdream layers MODEL``,
+``fastdream --version``. Run ``fastdream dream --help`` for the options.
+
+Exit codes: 0 success; 1 a runtime failure (missing input, existing output, weights that cannot be
+loaded, or any image that failed); 2 a usage error (bad flag value, unknown model or layer);
+130 interrupted (Ctrl-C). Errors are one line, ``fastdream: error: ...``, on stderr.
+
+The library (and so torch) is imported only when a command runs, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import re
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+PROG = "fastdream"
+_FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
+_FORMAT_FAMILY = {"jpg": "jpeg", "tif": "tiff"}
+
+# API argument name -> flag, to name the flag in the API's error messages.
+_FLAGS = {
+    "model": "--model",
+    "layers": "--layers",
+    "weights": "--weights",
+    "octaves": "--octaves",
+    "octave_scale": "--octave-scale",
+    "iterations": "--iterations",
+    "step_size": "--step-size",
+    "jitter": "--jitter",
+    "objective": "--objective",
+    "channels": "--channels",
+    "min_size": "--min-size",
+    "device": "--device",
+    "precision": "--precision",
+    "seed": "--seed",
+}
+
+
+class UsageError(Exception):
+    """A bad command line: reported as ``fastdream: error: ...`` with exit code 2."""
+
+
+@dataclass
+class _Job:
+    source: pathlib.Path
+    dest: pathlib.Path
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+
+def _layers_type(text: str):
+    """``a,b`` -> ``["a", "b"]``; ``a:1,b:0.5`` -> ``{"a": 1.0, "b": 0.5}`` (a missing weight is 1)."""
+    names: Dict[str, float] = {}
+    weighted = False
+    for part in text.split(","):
+        part = part.strip()
+        name, sep, weight = part.rpartition(":") if ":" in part else (part, "", "")
+        name = name.strip()
+        if not name:
+            raise argparse.ArgumentTypeError(f"empty layer name in {text!r}")
+        if sep:
+            weighted = True
+            try:
+                names[name] = float(weight)
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"bad weight {weight!r} for layer {name!r} (expected NAME or NAME:WEIGHT)"
+                ) from None
+        else:
+            names[name] = 1.0
+    return names if weighted else list(names)
+
+
+def _channels_type(text: str) -> List[int]:
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated channel indices such as 3,17,42, got {text!r}"
+        ) from None
+
+
+def _weights_type(text: str):
+    if text == "none":
+        return None
+    return text  # "default" or a path; the model registry checks it
+
+
+def _max_side_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _VersionAction(argparse.Action):
+    """``--version`` that looks the version up only when asked (no torch import for --help)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{PROG} {_version()}")
+        parser.exit()
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("fastdream")
+    except metadata.PackageNotFoundError:  # a source checkout that is not installed
+        import fastdream
+
+        return getattr(fastdream, "__version__", "unknown")
+
+
+# --- parser ------------------------------------------------------------------------------------
+
+_DREAM_EPILOG = """\
+outputs:
+  One INPUT file and -o FILE writes FILE (its suffix picks the format). Several
+  INPUTs, or a folder (every .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff file in it,
+  sorted, not recursive, hidden files skipped), need -o FOLDER: it is created if
+  missing (its parent must exist) and gets <stem>.<format> per input. -o is always
+  required, --demo included. Inputs are never overwritten (not even with
+  --overwrite); other existing outputs only with --overwrite. Files are written
+  atomically. If some images fail, the rest are still dreamed; the exit code is
+  then 1.
+
+examples:
+  fastdream dream --demo -o cat.png --max-side 300
+  fastdream dream photo.jpg -o dream.jpg --layers _blocks.9:1,_blocks.11:0.5
+  fastdream dream holiday/ -o dreams/ --iterations 20 --octaves 5 --seed 7
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fast DeepDream for PyTorch: dream images from the command line.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    dream = commands.add_parser(
+        "dream",
+        help="dream image files or folders",
+        description="Dream image files or folders of images (DeepDream).",
+        epilog=_DREAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dream.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders of images")
+    dream.add_argument(
+        "--demo", action="store_true", help="dream the bundled sample photo (Chelsea the cat) instead of INPUT"
+    )
+    dream.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="output file (one input) or folder (several)"
+    )
+    dream.add_argument(
+        "--format", choices=_FORMATS, help="output format for folder outputs (default: png)"
+    )
+    dream.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    dream.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no list of files written")
+    dream.add_argument(
+        "--max-side",
+        type=_max_side_type,
+        metavar="N",
+        help="first downscale inputs whose long side exceeds N pixels (handy on the CPU)",
+    )
+
+    model = dream.add_argument_group("model")
+    model.add_argument("--model", help="model name, see 'fastdream models' (default: efficientnet_lite0)")
+    model.add_argument(
+        "--layers",
+        type=_layers_type,
+        metavar="NAME[:W],...",
+        help="layer(s) to dream at, comma-separated, each optionally weighted as NAME:WEIGHT; "
+        "see 'fastdream layers MODEL' (default: the model's default layer)",
+    )
+    model.add_argument(
+        "--weights",
+        type=_weights_type,
+        default="default",
+        metavar="default|none|PATH",
+        help="pretrained weights ('default'), random init ('none'), or a .pth state dict file",
+    )
+    model.add_argument(
+        "--channels",
+        type=_channels_type,
+        metavar="I,J,...",
+        help="maximise only these channel indices of the layer(s) (default: all)",
+    )
+    model.add_argument(
+        "--objective", choices=("l2", "mean"), help="what to maximise: l2 = 0.5*sum(a^2) or mean (default: l2)"
+    )
+
+    algo = dream.add_argument_group("algorithm")
+    algo.add_argument("--octaves", type=int, metavar="N", help="number of octave sizes (default: 4)")
+    algo.add_argument("--octave-scale", type=float, metavar="S", help="size ratio between octaves, > 1 (default: 1.4)")
+    algo.add_argument("--iterations", type=int, metavar="N", help="gradient steps per octave (default: 10)")
+    algo.add_argument(
+        "--step-size", type=float, metavar="S", help="mean change per pixel per step, image in [0, 1] (default: 0.01)"
+    )
+    algo.add_argument("--jitter", type=int, metavar="PX", help="maximum random shift in pixels (default: 32)")
+    algo.add_argument(
+        "--min-size", type=int, metavar="PX", help="smallest short side of an octave (default: the model's)"
+    )
+    algo.add_argument("--seed", type=int, help="seed of the random shifts, for repeatable results")
+
+    hardware = dream.add_argument_group("hardware")
+    hardware.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    hardware.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="model arithmetic; auto = bf16/fp16 where the hardware is fast at it (default: auto)",
+    )
+    dream.set_defaults(handler=_cmd_dream)
+
+    models = commands.add_parser("models", help="list the built-in models", description="List the built-in models.")
+    models.set_defaults(handler=_cmd_models)
+
+    layers = commands.add_parser(
+        "layers", help="list a model's layer names", description="List the layer names of a model."
+    )
+    layers.add_argument("model", metavar="MODEL", help="a model name from 'fastdream models'")
+    layers.set_defaults(handler=_cmd_layers)
+    return parser
+
+
+# --- commands ----------------------------------------------------------------------------------
+
+
+def _cmd_models(args) -> int:
+    import fastdream
+
+    for name in fastdream.list_models():
+        print(f"{name}  (default)" if name == fastdream.DEFAULT_MODEL else name)
+    return 0
+
+
+def _cmd_layers(args) -> int:
+    import fastdream
+
+    try:
+        names = fastdream.list_layers(args.model)
+        default = fastdream.default_layer(args.model)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_flag_message(exc)) from None
+    for name in names:
+        print(f"{name}  (default)" if name == default else name)
+    return 0
+
+
+def _cmd_dream(args) -> int:
+    if args.demo and args.inputs:
+        raise UsageError("give either INPUT files/folders or --demo, not both")
+    if not args.demo and not args.inputs:
+        raise UsageError("give INPUT files/folders to dream, or --demo for the sample photo")
+    jobs, out_folder = _plan(args)
+    dreamer = _build_dreamer(args)
+    if out_folder is not None:
+        out_folder.mkdir(exist_ok=True)
+    return _run(jobs, dreamer, args)
+
+
+def _build_dreamer(args):
+    import fastdream
+
+    options = {
+        name: getattr(args, name)
+        for name in _FLAGS
+        if name not in ("seed", "weights") and getattr(args, name) is not None
+    }
+    try:
+        return fastdream.Dreamer(weights=args.weights, **options)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(_flag_message(exc)) from None
+
+
+def _flag_message(exc: BaseException) -> str:
+    """The API's message with its leading argument name replaced by the flag (octave_scale -> --octave-scale)."""
+    text = " ".join(str(exc).split())
+    match = re.match(r"([a-z_]+)\b", text)
+    if match and match.group(1) in _FLAGS:
+        text = _FLAGS[match.group(1)] + text[match.end():]
+    return text
+
+
+# --- planning: inputs -> outputs, all checked before anything is dreamed ------------------------
+
+
+def _scan_folder(folder: pathlib.Path) -> List[pathlib.Path]:
+    from .image_io import IMAGE_SUFFIXES
+
+    return sorted(
+        entry
+        for entry in folder.iterdir()
+        if entry.suffix.lower() in IMAGE_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
+    )
+
+
+def _collect_inputs(args) -> tuple[List[pathlib.Path], bool]:
+    """The input files (deduplicated, in order) and whether the output must be a folder."""
+    if args.demo:
+        from .image_io import sample_image_path
+
+        return [sample_image_path()], False
+    files: List[pathlib.Path] = []
+    many = len(args.inputs) > 1
+    for text in args.inputs:
+        path = pathlib.Path(text)
+        if path.is_dir():
+            many = True
+            found = _scan_folder(path)
+            if not found and len(args.inputs) == 1:
+                from .image_io import IMAGE_SUFFIXES
+
+                raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in folder {text}")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input not found: {text}")
+    if not files:
+        raise FileNotFoundError(f"no image files in {', '.join(args.inputs)}")
+    seen = set()
+    unique = []
+    for path in files:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique, many
+
+
+def _plan(args) -> tuple[List[_Job], Optional[pathlib.Path]]:
+    """Jobs (input -> output) and the output folder to create (None for a single output file)."""
+    from .image_io import IMAGE_SUFFIXES
+
+    sources, many = _collect_inputs(args)
+    output = pathlib.Path(args.output)
+    to_folder = many or output.is_dir() or args.output.endswith(("/", os.sep))
+    suffix = "." + (args.format or "png")
+
+    if to_folder:
+        if output.exists() and not output.is_dir():
+            raise UsageError(f"-o must be a folder when dreaming several images; {args.output} is a file")
+        if not output.exists():
+            if output.suffix.lower() in IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"-o must be a folder when dreaming several images; {args.output} looks like a file name"
+                )
+            if not output.absolute().parent.is_dir():
+                raise FileNotFoundError(f"parent folder of -o does not exist: {output.absolute().parent}")
+        jobs = [_Job(src, output / (src.stem + suffix)) for src in sources]
+        folder: Optional[pathlib.Path] = output
+    else:
+        out_suffix = output.suffix.lower()
+        if out_suffix not in IMAGE_SUFFIXES:
+            raise UsageError(
+                f"cannot tell the output format from {args.output!r}; "
+                f"use one of {', '.join(IMAGE_SUFFIXES)} (or an existing folder)"
+            )
+        if args.format and _FORMAT_FAMILY.get(args.format, args.format) != _FORMAT_FAMILY.get(
+            out_suffix[1:], out_suffix[1:]
+        ):
+            raise UsageError(f"--format {args.format} contradicts the suffix of -o {args.output}")
+        parent = output.absolute().parent
+        if not parent.is_dir():
+            raise FileNotFoundError(f"output folder does not exist: {parent}")
+        jobs = [_Job(sources[0], output)]
+        folder = None
+
+    _check_outputs(jobs, sources, args.overwrite)
+    return jobs, folder
+
+
+def _check_outputs(jobs: Sequence[_Job], sources: Sequence[pathlib.Path], overwrite: bool) -> None:
+    """Refuses outputs that are inputs (by path or by inode: hard links), shared or existing."""
+    inputs = {src.resolve(): src for src in sources}
+    inodes = {_inode(src): src for src in sources}
+    claimed: Dict[pathlib.Path, pathlib.Path] = {}
+    existing = []
+    for job in jobs:
+        dest = job.dest.resolve()
+        hit = inputs.get(dest)
+        if hit is None and job.dest.exists():
+            hit = inodes.get(_inode(job.dest))
+        if hit is not None:
+            raise FileExistsError(f"output {job.dest} would overwrite the input {hit}; choose another -o")
+        if dest in claimed:
+            raise FileExistsError(
+                f"inputs {claimed[dest]} and {job.source} would both be written to {job.dest}; "
+                "rename one or dream them separately"
+            )
+        claimed[dest] = job.source
+        if job.dest.exists():
+            existing.append(job.dest)
+    if existing and not overwrite:
+        if len(existing) == 1:
+            raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+        raise FileExistsError(
+            f"{len(existing)} outputs exist, first {existing[0]} (use --overwrite to replace them)"
+        )
+
+
+def _inode(path: pathlib.Path) -> tuple:
+    info = path.stat()
+    return info.st_dev, info.st_ino
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+def _limit_side(image, max_side: int):
+    """Downscales uint8 Tensor[3, H, W] so its long side is at most ``max_side`` (antialiased)."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = image.shape[-2:]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return small[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def _run(jobs: Sequence[_Job], dreamer, args) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from .image_io import load_image, save_image
+
+    per_file_errors = (ValueError, TypeError, OSError, torch.OutOfMemoryError)
+    done = 0
+    bar = tqdm(jobs, desc="images", unit="image", file=sys.stderr, disable=args.quiet or len(jobs) < 2)
+    for job in bar:
+        try:
+            image = load_image(job.source)
+            if args.max_side is not None:
+                image = _limit_side(image, args.max_side)
+            result = dreamer(image, seed=args.seed, progress=not args.quiet)
+            save_image(result, job.dest, overwrite=args.overwrite)
+        except per_file_errors as exc:
+            message = _one_line(exc)
+            if str(job.source) not in message:
+                message = f"{job.source}: {message}"
+            if isinstance(exc, torch.OutOfMemoryError):
+                message += " (try --max-side)"
+            tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+            continue
+        done += 1
+        if not args.quiet:
+            tqdm.write(str(job.dest), file=sys.stdout)
+    bar.close()
+    failed = len(jobs) - done
+    if failed or (len(jobs) > 1 and not args.quiet):
+        print(f"dreamed {done} of {len(jobs)} images, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# --- entry point -------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_weights_error(exc: BaseException) -> bool:
+    errors = sys.modules.get("fastdream.errors")
+    return errors is not None and isinstance(exc, errors.WeightsUnavailableError)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the ``fastdream`` command with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and argparse's usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:
+        if not _is_weights_error(exc):
+            raise
+        hint = " (on the command line: --weights PATH, or --weights none for random initialisation)"
+        print(f"{PROG}: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
