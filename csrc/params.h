@@ -1,0 +1,63 @@
+// Plain parameter structs shared by the CPU kernels, the CUDA kernels and the bindings.
+//
+// No Python, no torch, no CUDA types here: every field is a raw pointer, a size or a scalar, so the
+// same struct is filled by the pybind11 bindings and passed by value to a CUDA kernel.
+#pragma once
+
+#include <cstdint>
+
+namespace fastdream {
+
+// Per-channel arrays (bounds, normalisation constants) travel by value inside the params struct so a
+// launch needs no host-to-device copy (and stays legal inside CUDA graph capture). Per-channel values
+// are therefore limited to this many channels; a single value broadcast over all channels has no limit.
+constexpr int kMaxChannels = 64;
+
+// Element types understood by the kernels (the wrapper maps torch dtypes onto these).
+enum DType : int32_t {
+  kFloat32 = 0,
+  kBFloat16 = 1,
+  kFloat16 = 2,
+};
+
+inline int dtype_bytes(int32_t dtype) { return dtype == kFloat32 ? 4 : 2; }
+
+// out[b, c, y, x] = f(src[b, c, (y - dy_b) mod H, (x - dx_b) mod W])
+//   f = identity (a bit-exact copy, any of the three dtypes, src_dtype == dst_dtype), or, when
+//   normalize != 0, f(v) = cast_dst((v - mean[c]) / std[c]) with src float32 and dst any dtype.
+// src and dst are contiguous NCHW and do not overlap; shifts is int32 [B, 2] = (dy, dx), contiguous,
+// on the same device as src.
+struct JitterParams {
+  const void* src = nullptr;
+  void* dst = nullptr;
+  const int32_t* shifts = nullptr;
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  int32_t src_dtype = kFloat32;
+  int32_t dst_dtype = kFloat32;
+  int32_t normalize = 0;
+  int32_t num_threads = 0;  // CPU only: OpenMP threads (0 = OpenMP default)
+  float mean[kMaxChannels] = {};
+  float std[kMaxChannels] = {};
+};
+
+// img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)
+//   s_b = step_size * (1 / (mean|grad[b]| + eps)), all in float32 except the |grad| sum (double).
+// img is float32 contiguous NCHW, updated in place; grad is float32/bfloat16/float16, NCHW
+// contiguous or (grad_channels_last != 0) NHWC contiguous, and does not overlap img.
+struct StepParams {
+  float* img = nullptr;
+  const void* grad = nullptr;
+  const int32_t* shifts = nullptr;
+  double* workspace = nullptr;  // CUDA only: step_workspace_size() doubles on the device
+  int64_t batch = 0, channels = 0, height = 0, width = 0;
+  int32_t grad_dtype = kFloat32;
+  int32_t grad_channels_last = 0;
+  int32_t bounds_per_channel = 0;  // 0: lo[0], hi[0] for every channel
+  int32_t num_threads = 0;         // CPU only
+  float step_size = 0.f;
+  float eps = 0.f;
+  float lo[kMaxChannels] = {};
+  float hi[kMaxChannels] = {};
+};
+
+}  // namespace fastdream

@@ -1,0 +1,65 @@
+"""Loads the compiled extension ``fastdream._C`` once, lazily, and never raises.
+
+``available()`` says whether it loaded, ``cuda_compiled()`` whether it carries the CUDA kernels, and
+``import_error()`` why it did not load (the text of the ImportError), for messages and
+``fastdream.backend_info()``. Build it with ``pip install .`` (a C++17 compiler; nvcc as well for
+the CUDA kernels); ``FASTDREAM_BUILD_EXT=0`` installs without it.
+"""
+from __future__ import annotations
+
+import threading
+from types import ModuleType
+from typing import Optional
+
+_lock = threading.Lock()
+_loaded = False
+_module: Optional[ModuleType] = None
+_error: Optional[str] = None
+
+BUILD_HINT = (
+    "build it with `pip install .` (or `pip install -e .`) from the fastdream source tree: that needs a "
+    "C++17 compiler, and nvcc on PATH or in CUDA_HOME for the CUDA kernels"
+)
+
+
+def load() -> Optional[ModuleType]:
+    """The ``fastdream._C`` module, or None when it cannot be imported (see :func:`import_error`)."""
+    global _loaded, _module, _error
+    if _loaded:
+        return _module
+    with _lock:
+        if not _loaded:
+            try:
+                from fastdream import _C  # noqa: PLC0415 - the point of this module
+
+                _module, _error = _C, None
+            except Exception as error:  # noqa: BLE001 - ImportError, or a broken build's OSError
+                _module, _error = None, f"{type(error).__name__}: {error}"
+            _loaded = True
+    return _module
+
+
+def available() -> bool:
+    """Whether ``fastdream._C`` (at least its CPU kernels) is loaded."""
+    return load() is not None
+
+
+def cuda_compiled() -> bool:
+    """Whether ``fastdream._C`` is loaded and was built with its CUDA kernels."""
+    module = load()
+    return module is not None and bool(module.cuda_compiled())
+
+
+def cuda_version() -> Optional[str]:
+    """CUDA runtime version the extension was built with, as "13.0", or None."""
+    module = load()
+    if module is None or not module.cuda_compiled():
+        return None
+    v = int(module.cuda_version())
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+def import_error() -> Optional[str]:
+    """Why ``fastdream._C`` did not load (None when it did)."""
+    load()
+    return _error

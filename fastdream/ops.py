@@ -1,0 +1,355 @@
+"""The fused kernels of fastdream (DESIGN.md §3), with every argument checked before any pointer moves.
+
+    >>> out = ops.jitter(x, shifts)                          # per-image roll by shifts[b] = (dy, dx)
+    >>> ops.normalized_step_(x, grad, shifts, 1.5 / 255, 0.0, 1.0)   # fused unroll + step + clip
+
+Dispatch per call, by the device of the tensors (``fastdream.backends.select_backend``):
+  - CPU tensors: the C++/OpenMP kernels of ``fastdream._C`` (threads: ``torch.get_num_threads()``);
+  - CUDA tensors: the CUDA kernels of ``fastdream._C``, launched on torch's current stream of that
+    device, no host synchronisation, no host-to-device copy (both ops may be captured in a CUDA graph;
+    new shifts can be written into the captured ``shifts`` tensor between replays);
+  - otherwise (extension not built, built without CUDA, or another device type): the reference twins
+    of ``fastdream._reference``, with one ``RuntimeWarning`` per process saying why and how to build.
+
+The ops are not tracked by autograd (they write through raw pointers): call them on detached data.
+
+Errors: a wrong type raises ``TypeError``, a wrong value (shape, device, layout, range) ``ValueError``;
+every message names the op, the argument and what was expected. A CUDA launch error becomes a
+``RuntimeError``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import List, Optional, Sequence, Union
+
+import torch
+
+from . import _extension, _reference
+from .backends import CPU_EXTENSION, CUDA, select_backend
+
+__all__ = ["jitter", "normalized_step_"]
+
+Bound = Union[float, Sequence[float]]
+
+_DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+_FLOAT_DTYPES = "float32, bfloat16 or float16"
+MAX_CHANNELS = 64  # per-channel constants travel by value to the kernels (csrc/params.h kMaxChannels)
+
+_warned: set = set()
+
+
+# ----------------------------------------------------------------------------------------- checks
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "[" + ", ".join(str(s) for s in t.shape) + "]"
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"{_dtype_name(t.dtype)} {_shape(t)} on {t.device}"
+
+
+def _require_tensor(op: str, name: str, value) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"ops.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def _check_image(op: str, name: str, t, dtypes: Sequence[torch.dtype], expected: str) -> torch.Tensor:
+    t = _require_tensor(op, name, t)
+    if t.dtype not in dtypes:
+        raise TypeError(f"ops.{op}: {name} must be a {expected} Tensor[B, C, H, W], got {_describe(t)}")
+    if t.dim() != 4:
+        raise ValueError(f"ops.{op}: {name} must be a 4-D Tensor[B, C, H, W], got {t.dim()}-D {_describe(t)}")
+    return t
+
+
+def _check_shifts(op: str, shifts, batch: int, device: torch.device) -> torch.Tensor:
+    expected = f"an int32 tensor of shape [B, 2] = [{batch}, 2] on {device}"
+    if not isinstance(shifts, torch.Tensor):
+        raise TypeError(f"ops.{op}: shifts must be {expected}, got {type(shifts).__name__}")
+    got = f"ops.{op}: shifts must be {expected}, got {_describe(shifts)}"
+    if shifts.dtype != torch.int32:
+        raise TypeError(got)
+    if tuple(shifts.shape) != (batch, 2) or shifts.device != device:
+        raise ValueError(got)
+    return shifts.contiguous()
+
+
+def _check_real(op: str, name: str, value, minimum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"ops.{op}: {name} must be a Python float, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"ops.{op}: {name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"ops.{op}: {name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _per_channel(op: str, name: str, value, channels: int, allow_inf: bool) -> List[float]:
+    """A float or a sequence of 1 or C floats (a CPU tensor too) → a list of 1 or C floats."""
+    expected = f"a float or a sequence of 1 or C = {channels} floats"
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            raise TypeError(f"ops.{op}: {name} must be {expected} (a CPU tensor at most: reading a "
+                            f"{value.device.type} tensor would synchronise), got a tensor on {value.device}")
+        value = value.detach().flatten().tolist()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        values = [value]
+    elif isinstance(value, (list, tuple)):
+        values = list(value)
+        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
+            raise TypeError(f"ops.{op}: {name} must be {expected}, got a sequence with non-numbers")
+    else:
+        raise TypeError(f"ops.{op}: {name} must be {expected}, got {type(value).__name__}")
+    if len(values) not in (1, channels):
+        raise ValueError(f"ops.{op}: {name} must be {expected}, got {len(values)} values")
+    values = [float(v) for v in values]
+    if any(math.isnan(v) or (not allow_inf and math.isinf(v)) for v in values):
+        raise ValueError(f"ops.{op}: {name} must hold {'non-NaN' if allow_inf else 'finite'} values, got {values}")
+    if len(values) > 1 and channels > MAX_CHANNELS:
+        raise ValueError(f"ops.{op}: per-channel {name} supports at most {MAX_CHANNELS} channels, got C = {channels}")
+    return values
+
+
+def _extent(t: torch.Tensor):
+    start = t.data_ptr()
+    span = sum((size - 1) * stride for size, stride in zip(t.shape, t.stride())) + 1
+    return start, start + span * t.element_size()
+
+
+def _overlaps(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.device != b.device or a.numel() == 0 or b.numel() == 0:
+        return False
+    a0, a1 = _extent(a)
+    b0, b1 = _extent(b)
+    return a0 < b1 and b0 < a1
+
+
+def _fallback_warning(device: torch.device) -> None:
+    if not _extension.available():
+        key = "missing"
+        why = (f"the compiled extension fastdream._C is not available ({_extension.import_error()}); "
+               f"{_extension.BUILD_HINT}")
+    elif device.type == "cuda":
+        key = "no-cuda"
+        why = ("fastdream._C was built without its CUDA kernels (nvcc was not found at build time); rebuild "
+               "with nvcc on PATH or in CUDA_HOME (FASTDREAM_BUILD_CUDA=1 makes a missing nvcc an error)")
+    else:
+        key = f"device-{device.type}"
+        why = f"fastdream._C has no kernels for {device.type} tensors"
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(f"fastdream.ops: {why}. Using the slow pure-PyTorch reference kernels instead.",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _compiled(device: torch.device):
+    """``fastdream._C`` when it has kernels for ``device``; else None, after the once-per-process warning."""
+    if select_backend(device) in (CPU_EXTENSION, CUDA):
+        return _extension.load()
+    _fallback_warning(device)
+    return None
+
+
+def _launch(C, name: str, device: torch.device, **args) -> None:
+    """Calls ``C.<name>_cuda`` on torch's current stream of ``device``, or ``C.<name>_cpu``."""
+    if device.type == "cuda":
+        stream = int(torch.cuda.current_stream(device).cuda_stream)
+        getattr(C, f"{name}_cuda")(**args, stream=stream, device=device.index)
+    else:
+        getattr(C, f"{name}_cpu")(**args, num_threads=torch.get_num_threads())
+
+
+# -------------------------------------------------------------------------------------------- ops
+
+
+def jitter(
+    src: torch.Tensor,
+    shifts: torch.Tensor,
+    out: Optional[torch.Tensor] = None,
+    mean: Optional[Bound] = None,
+    std: Optional[Bound] = None,
+    out_dtype: Optional[torch.dtype] = None,
+) -> torch.Tensor:
+    """Roll each image by its own shift: ``out[b] = torch.roll(src[b], (dy_b, dx_b), (-2, -1))``.
+
+    Bit-exact for any shift (negative, larger than H or W). Optionally fuses the model's input
+    normalisation and a cast into the write: ``out = ((rolled - mean_c) / std_c).to(out_dtype)``,
+    computed in float32 and rounded to nearest even, bit-exact with that torch expression.
+
+    Args:
+        src: Tensor[B, C, H, W], float32, bfloat16 or float16 (float32 when normalising or casting).
+            Not modified. A non-contiguous ``src`` (a permuted or sliced view, channels_last) is first
+            copied to a contiguous tensor.
+        shifts: int32 Tensor[B, 2] of (dy, dx) per image, on the device of ``src``. Read on the
+            device: it may be rewritten in place between CUDA graph replays.
+        out: optional preallocated output: Tensor[B, C, H, W] of the output dtype on the same device,
+            contiguous, not overlapping ``src`` or ``shifts``.
+        mean, std: optional per-channel normalisation, each a float or 1 or C floats (C <= 64; std
+            non-zero). Give both or neither.
+        out_dtype: output dtype (float32, bfloat16, float16); default ``src.dtype``. A dtype other
+            than ``src.dtype`` needs a float32 ``src``.
+
+    Returns:
+        ``out`` (allocated when not given), Tensor[B, C, H, W], contiguous.
+    """
+    op = "jitter"
+    src = _check_image(op, "src", src, tuple(_DTYPE_CODES), _FLOAT_DTYPES)
+    batch, channels, height, width = src.shape
+    device = src.device
+    if out_dtype is None:
+        out_dtype = src.dtype
+    elif not isinstance(out_dtype, torch.dtype):
+        raise TypeError(f"ops.{op}: out_dtype must be a torch.dtype ({_FLOAT_DTYPES}) or None, "
+                        f"got {type(out_dtype).__name__}")
+    elif out_dtype not in _DTYPE_CODES:
+        raise TypeError(f"ops.{op}: out_dtype must be {_FLOAT_DTYPES}, got {_dtype_name(out_dtype)}")
+    if (mean is None) != (std is None):
+        raise ValueError(f"ops.{op}: mean and std must be given together, got only "
+                         f"{'mean' if std is None else 'std'}")
+    normalize = mean is not None or out_dtype != src.dtype
+    if normalize:
+        if src.dtype != torch.float32:
+            raise TypeError(f"ops.{op}: src must be float32 to normalise or cast on the fly "
+                            f"(mean/std/out_dtype), got {_describe(src)}")
+        if channels > MAX_CHANNELS:
+            raise ValueError(f"ops.{op}: normalising (mean/std/out_dtype) supports at most {MAX_CHANNELS} "
+                             f"channels, got C = {channels}")
+        mean_values = _per_channel(op, "mean", 0.0 if mean is None else mean, channels, allow_inf=False)
+        std_values = _per_channel(op, "std", 1.0 if std is None else std, channels, allow_inf=False)
+        if any(s == 0.0 for s in std_values):
+            raise ValueError(f"ops.{op}: std must be non-zero, got {std_values}")
+    shifts = _check_shifts(op, shifts, batch, device)
+    original_src = src
+    src = src.detach().contiguous()
+
+    if out is None:
+        out = torch.empty(tuple(src.shape), dtype=out_dtype, device=device)
+    else:
+        out = _require_tensor(op, "out", out)
+        expected = (f"a contiguous {_dtype_name(out_dtype)} tensor of shape {_shape(src)} on {device}")
+        if out.dtype != out_dtype:
+            raise TypeError(f"ops.{op}: out must be {expected}, got {_describe(out)}")
+        if out.shape != src.shape or out.device != device or not out.is_contiguous():
+            layout = "" if out.is_contiguous() else "non-contiguous "
+            raise ValueError(f"ops.{op}: out must be {expected}, got {layout}{_describe(out)}")
+        if _overlaps(out, original_src) or _overlaps(out, shifts):
+            raise ValueError(f"ops.{op}: out must not overlap src or shifts (the roll cannot run in place)")
+
+    if out.numel() == 0:
+        return out
+
+    C = _compiled(device)
+    if C is not None:
+        _launch(
+            C, "jitter", device,
+            src=src.data_ptr(), out=out.data_ptr(), shifts=shifts.data_ptr(),
+            batch=batch, channels=channels, height=height, width=width,
+            src_dtype=_DTYPE_CODES[src.dtype], dst_dtype=_DTYPE_CODES[out_dtype],
+            mean=mean_values if normalize else [], std=std_values if normalize else [],
+        )
+        return out
+
+    with torch.no_grad():
+        rolled = _reference.jitter_ref(src, shifts)
+        if normalize:
+            m = torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+            s = torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
+            rolled = ((rolled - m) / s).to(out_dtype)
+        out.copy_(rolled)
+    return out
+
+
+def normalized_step_(
+    img: torch.Tensor,
+    grad: torch.Tensor,
+    shifts: torch.Tensor,
+    step_size: float,
+    lo: Bound,
+    hi: Bound,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """The normalised gradient-ascent step of DeepDream, fused, in place on ``img``.
+
+    ``img[b] = clip(img[b] + step_size / (mean|grad[b]| + eps) * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)``
+    where the mean runs over image b's own C*H*W gradient values (computed on the device, in double;
+    nothing is read back to the host), and ``roll`` undoes the jitter the gradient was taken at.
+
+    Args:
+        img: float32 Tensor[B, C, H, W], contiguous (NCHW), updated in place.
+        grad: Tensor[B, C, H, W], float32, bfloat16 or float16, same device; not modified, must not
+            overlap ``img``. NCHW-contiguous and channels_last (NHWC) gradients are read as they are
+            (a channels_last model hands back the latter); any other layout is first copied to a
+            contiguous tensor.
+        shifts: int32 Tensor[B, 2], the (dy, dx) the gradient's input was rolled by (as given to
+            :func:`jitter`), on the device of ``img``.
+        step_size: finite float, the mean absolute change per pixel.
+        lo, hi: clip bounds, each a float or 1 or C floats (per-channel: C <= 64), ``lo <= hi``;
+            +-inf disables a side.
+        eps: finite float >= 0 added to the mean before dividing.
+
+    Returns:
+        ``img``.
+    """
+    op = "normalized_step_"
+    img = _check_image(op, "img", img, (torch.float32,), "float32")
+    batch, channels, height, width = img.shape
+    device = img.device
+    if not img.is_contiguous():
+        raise ValueError(f"ops.{op}: img must be contiguous (NCHW): it is updated in place and cannot go "
+                         f"through a copy; got strides {tuple(img.stride())} for {_describe(img)}")
+    grad = _check_image(op, "grad", grad, tuple(_DTYPE_CODES), _FLOAT_DTYPES)
+    if grad.shape != img.shape or grad.device != device:
+        raise ValueError(f"ops.{op}: grad must have the shape and device of img, {_shape(img)} on {device}, "
+                         f"got {_describe(grad)}")
+    shifts = _check_shifts(op, shifts, batch, device)
+    step_size = _check_real(op, "step_size", step_size)
+    eps = _check_real(op, "eps", eps, minimum=0.0)
+    lo_values = _per_channel(op, "lo", lo, channels, allow_inf=True)
+    hi_values = _per_channel(op, "hi", hi, channels, allow_inf=True)
+    lo_full = lo_values * channels if len(lo_values) == 1 else lo_values
+    hi_full = hi_values * channels if len(hi_values) == 1 else hi_values
+    bad = [c for c in range(channels) if lo_full[c] > hi_full[c]]
+    if bad:
+        raise ValueError(f"ops.{op}: lo must be <= hi in every channel, got lo={lo_values}, hi={hi_values}")
+    if _overlaps(grad, img) or _overlaps(shifts, img):
+        raise ValueError(f"ops.{op}: grad and shifts must not overlap img (img is written in place)")
+
+    if img.numel() == 0:
+        return img
+
+    grad = grad.detach()
+    if grad.is_contiguous():
+        channels_last = False
+    elif grad.is_contiguous(memory_format=torch.channels_last):
+        channels_last = True
+    else:
+        grad, channels_last = grad.contiguous(), False
+
+    C = _compiled(device)
+    if C is not None:
+        extra = {}
+        if device.type == "cuda":  # room for the per-image partial sums of |grad|
+            size = C.step_workspace_size(batch, channels, height, width)
+            extra["workspace"] = torch.empty(size, dtype=torch.float64, device=device).data_ptr()
+        _launch(
+            C, "normalized_step", device,
+            img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
+            batch=batch, channels=channels, height=height, width=width,
+            grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
+            step_size=step_size, eps=eps, lo=lo_values, hi=hi_values, **extra,
+        )
+        return img
+
+    with torch.no_grad():
+        _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values, eps)
+    return img

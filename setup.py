@@ -1,0 +1,203 @@
+"""Build script of the compiled extension ``fastdream._C`` (the project metadata is in pyproject.toml).
+
+The extension is a pybind11 module that does not link libtorch. It always has the C++ CPU kernels
+(``csrc/*.cpp``) and, when nvcc is found, the CUDA kernels (``csrc/*.cu``), compiled by nvcc into
+objects and linked with the static CUDA runtime, so the module imports on machines with no GPU and
+no driver. Whether CUDA is built is decided by the presence of nvcc, never by the presence of a GPU.
+
+Environment switches:
+  FASTDREAM_BUILD_EXT=auto|0|1   auto (default): build the extension; if that fails, print a loud
+                                 warning and install pure Python (fastdream then runs on the reference
+                                 backend and says so once at first use). 1: a failure stops the build.
+                                 0: pure-Python install, no compiler needed.
+  FASTDREAM_BUILD_CUDA=auto|0|1  auto (default): build the CUDA kernels iff nvcc is found (CUDA_HOME,
+                                 CUDA_PATH, PATH, /usr/local/cuda); if nvcc fails, warn and build the
+                                 CPU kernels alone. 1: nvcc must be found and must succeed. 0: skip.
+  FASTDREAM_CUDA_ARCHS="75;80;86;89;90+PTX"
+                                 the SASS targets (and which one also gets PTX); archs this nvcc does
+                                 not know (nvcc --list-gpu-arch) are dropped with a note.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pybind11.setup_helpers import Pybind11Extension
+from pybind11.setup_helpers import build_ext as Pybind11BuildExt
+from setuptools import setup
+
+ROOT = Path(__file__).resolve().parent
+CSRC = "csrc"
+DEFAULT_CUDA_ARCHS = "75;80;86;89;90+PTX"
+
+
+def _switch(name: str) -> str:
+    value = os.environ.get(name, "auto").strip().lower()
+    if value not in ("auto", "0", "1"):
+        raise SystemExit(f"setup.py: {name} must be auto, 0 or 1, got {value!r}")
+    return value
+
+
+BUILD_EXT = _switch("FASTDREAM_BUILD_EXT")
+BUILD_CUDA = _switch("FASTDREAM_BUILD_CUDA")
+
+
+def _note(message: str) -> None:
+    print(f"fastdream setup: {message}", file=sys.stderr, flush=True)
+
+
+def _loud_warning(message: str) -> None:
+    bar = "!" * 78
+    print(f"\n{bar}\nfastdream setup WARNING: {message}\n{bar}\n", file=sys.stderr, flush=True)
+
+
+def find_cuda() -> tuple[str, str] | None:
+    """(cuda_home, nvcc) of the first CUDA toolkit found, or None.
+
+    A toolkit root must hold bin/nvcc and include/cuda_runtime.h. Tried in order: CUDA_HOME,
+    CUDA_PATH, the parent of the directory of the nvcc on PATH, /usr/local/cuda, and last, for an nvcc
+    on PATH that is a wrapper script outside any toolkit, the TOP its own --dryrun reports.
+    """
+    candidates = [os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH")]
+    on_path = shutil.which("nvcc")
+    if on_path:
+        candidates.append(str(Path(on_path).resolve().parent.parent))
+    candidates.append("/usr/local/cuda")
+    for home in candidates:
+        if not home:
+            continue
+        nvcc = Path(home) / "bin" / ("nvcc.exe" if os.name == "nt" else "nvcc")
+        if nvcc.is_file() and (Path(home) / "include" / "cuda_runtime.h").is_file():
+            return str(Path(home)), str(nvcc)
+    if on_path:
+        try:
+            out = subprocess.run([on_path, "--dryrun", "-x", "cu", "-c", os.devnull],
+                                 capture_output=True, text=True, timeout=60)
+            top = re.search(r"TOP=(\S+)", out.stdout + out.stderr)
+            if top and (Path(top.group(1)) / "include" / "cuda_runtime.h").is_file():
+                return str(Path(top.group(1)).resolve()), on_path
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return None
+
+
+def cuda_arch_flags(nvcc: str) -> tuple[list[str], str]:
+    """The -gencode flags and a short description such as '75;80;86;89;90+PTX'."""
+    spec = os.environ.get("FASTDREAM_CUDA_ARCHS", DEFAULT_CUDA_ARCHS)
+    try:
+        listed = subprocess.run([nvcc, "--list-gpu-arch"], capture_output=True, text=True, check=True).stdout
+        supported = set(re.findall(r"compute_(\d+)", listed))
+    except (OSError, subprocess.CalledProcessError):
+        supported = None  # old nvcc without --list-gpu-arch: trust the list
+    flags, kept = [], []
+    for item in filter(None, (s.strip() for s in re.split(r"[;, ]+", spec))):
+        ptx = item.upper().endswith("+PTX")
+        arch = item[:-4] if ptx else item
+        arch = arch.replace("sm_", "").replace("compute_", "").replace(".", "")
+        if supported is not None and arch not in supported:
+            _note(f"nvcc does not support sm_{arch}; dropped")
+            continue
+        flags.append(f"-gencode=arch=compute_{arch},code=sm_{arch}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{arch},code=compute_{arch}")
+        kept.append(item)
+    if not flags:
+        raise RuntimeError(f"no CUDA architecture left from FASTDREAM_CUDA_ARCHS={spec!r}")
+    return flags, ";".join(kept)
+
+
+class BuildExt(Pybind11BuildExt):
+    """Compiles the ``.cu`` sources with nvcc into objects and links them into the C++ extension."""
+
+    def build_extensions(self):
+        try:
+            super().build_extensions()
+        except Exception as error:  # noqa: BLE001 - any compiler failure, reported below
+            if BUILD_EXT == "1":
+                raise
+            _loud_warning(
+                f"building the compiled extension fastdream._C failed ({error}). Installing pure "
+                "Python: fastdream will use the slow reference kernels. Set FASTDREAM_BUILD_EXT=1 to "
+                "make this failure stop the build."
+            )
+            self.extensions = []
+
+    def build_extension(self, ext):
+        cuda_sources = getattr(ext, "cuda_sources", [])
+        if cuda_sources and BUILD_CUDA != "0":
+            try:
+                self._add_cuda(ext, cuda_sources)
+            except Exception as error:  # noqa: BLE001
+                if BUILD_CUDA == "1":
+                    raise
+                _loud_warning(f"CUDA kernels not built ({error}); building the CPU kernels alone.")
+        elif BUILD_CUDA == "0":
+            _note("FASTDREAM_BUILD_CUDA=0: CPU kernels only")
+        super().build_extension(ext)
+
+    def _add_cuda(self, ext, sources):
+        found = find_cuda()
+        if found is None:
+            raise RuntimeError("nvcc not found (looked at CUDA_HOME, CUDA_PATH, PATH and /usr/local/cuda)")
+        home, nvcc = found
+        gencode, archs = cuda_arch_flags(nvcc)
+        _note(f"CUDA kernels with {nvcc} for {archs}")
+        out_dir = Path(self.build_temp) / "cuda"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        headers = [p for p in (ROOT / CSRC).iterdir() if p.suffix in (".h", ".cuh")]
+        newest_header = max((p.stat().st_mtime for p in headers), default=0.0)
+        flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                 f"-I{ROOT / CSRC}", "-DFASTDREAM_WITH_CUDA", *gencode]
+
+        def compile_one(source: str) -> str:
+            src = ROOT / source
+            obj = out_dir / (src.stem + ".o")
+            if obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, newest_header):
+                return str(obj)
+            command = [nvcc, "-c", str(src), "-o", str(obj), *flags]
+            _note(" ".join(command))
+            subprocess.run(command, check=True)
+            return str(obj)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(len(sources), os.cpu_count() or 1))) as pool:
+            objects = list(pool.map(compile_one, sources))
+        ext.extra_objects = list(ext.extra_objects or []) + objects
+        lib_dirs = [Path(home) / d for d in ("lib64", "lib", "targets/x86_64-linux/lib", "lib/x64")]
+        ext.library_dirs = list(ext.library_dirs or []) + [str(d) for d in lib_dirs if d.is_dir()]
+        ext.libraries = list(ext.libraries or []) + ["cudart_static"]
+        if sys.platform.startswith("linux"):
+            ext.libraries += ["rt", "pthread", "dl"]
+        ext.define_macros = list(ext.define_macros or []) + [
+            ("FASTDREAM_WITH_CUDA", "1"),
+            ("FASTDREAM_CUDA_ARCHS", f'"{archs}"'),
+        ]
+
+
+def extensions():
+    if BUILD_EXT == "0":
+        _note("FASTDREAM_BUILD_EXT=0: pure-Python install (reference kernels only)")
+        return []
+    if sys.platform == "win32":
+        compile_args, link_args = ["/O2", "/openmp"], []
+    elif sys.platform == "darwin":  # Apple clang has no OpenMP by default: the kernels run on one thread
+        compile_args, link_args = ["-O3", "-ffp-contract=off"], []
+    else:
+        compile_args, link_args = ["-O3", "-ffp-contract=off", "-fopenmp"], ["-fopenmp"]
+    ext = Pybind11Extension(
+        "fastdream._C",
+        sources=sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cpp")),
+        include_dirs=[CSRC],
+        cxx_std=17,
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+    ext.cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cu"))
+    return [ext]
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
