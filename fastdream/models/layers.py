@@ -30,8 +30,11 @@ def resolve_layers(module: nn.Module, names: Sequence[str], aliases: Mapping[str
     for name in names:
         qualified = aliases.get(name, name)
         if not qualified or qualified not in known:
-            valid = list(aliases) + module_layer_names(module)
-            shown = ", ".join(valid[:80]) + (f", … ({len(valid)} in all)" if len(valid) > 80 else "")
+            # Shallow names first: they are the ones people dream at (inception4c, _blocks.9, layer3).
+            valid = list(aliases) + sorted(module_layer_names(module), key=lambda n: n.count("."))
+            shown = ", ".join(valid[:80])
+            if len(valid) > 80:
+                shown += f", … ({len(valid)} in all: fastdream.list_layers(model) lists them)"
             raise ValueError(f"layers: model {model_label} has no layer {name!r}; valid names: {shown}")
         resolved.append(qualified)
     return resolved
