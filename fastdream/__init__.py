@@ -5,29 +5,50 @@
     >>> dreamer = fastdream.Dreamer("googlenet", "inception4c")  # options bound once
     >>> out = dreamer(image_batch, seed=0)
 
-The public API is what this module exports; ``fastdream.ops`` holds the fused kernels.
+The public API is what this module exports; ``fastdream.ops`` holds the fused kernels. Names are
+imported on first use, so ``import fastdream`` (and ``fastdream --help``) does not pay for torch.
 """
-from .backends import backend_info
-from .dreamer import DEFAULT_STEP_SIZE, Dreamer, dream
-from .errors import WeightsUnavailableError
-from .image_io import load_image, sample_image, sample_image_path, save_image
-from .models import DEFAULT_MODEL, default_layer, list_layers, list_models
+from importlib import import_module
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "DEFAULT_STEP_SIZE",
-    "Dreamer",
-    "WeightsUnavailableError",
-    "backend_info",
-    "default_layer",
-    "dream",
-    "list_layers",
-    "list_models",
-    "load_image",
-    "sample_image",
-    "sample_image_path",
-    "save_image",
-    "__version__",
-]
+_EXPORTS = {
+    "DEFAULT_STEP_SIZE": ".dreamer",
+    "Dreamer": ".dreamer",
+    "dream": ".dreamer",
+    "WeightsUnavailableError": ".errors",
+    "backend_info": ".backends",
+    "DEFAULT_MODEL": ".models",
+    "default_layer": ".models",
+    "list_layers": ".models",
+    "list_models": ".models",
+    "IMAGE_SUFFIXES": ".image_io",
+    "load_image": ".image_io",
+    "sample_image": ".image_io",
+    "sample_image_path": ".image_io",
+    "save_image": ".image_io",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fastdream' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # static tools see the real names
+    from .backends import backend_info
+    from .dreamer import DEFAULT_STEP_SIZE, Dreamer, dream
+    from .errors import WeightsUnavailableError
+    from .image_io import IMAGE_SUFFIXES, load_image, sample_image, sample_image_path, save_image
+    from .models import DEFAULT_MODEL, default_layer, list_layers, list_models
