@@ -47,14 +47,16 @@ inline float bits_float(uint32_t u) {
 
 inline float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
 
+// Branch-free (so loops over it vectorise): the half's exponent and mantissa are moved into a float
+// whose exponent is 224 too large, then scaled by 2^-112 (exact; inf and NaN stay inf and NaN).
+// Zero and subnormal halves instead become 0.5 + m * 2^-24 (the float ulp at 0.5) minus 0.5.
 inline float fp16_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exponent = (h >> 10) & 0x1fu;
-  const uint32_t mantissa = h & 0x3ffu;
-  if (exponent == 0x1fu) return bits_float(sign | 0x7f800000u | (mantissa << 13));  // inf / nan
-  if (exponent != 0) return bits_float(sign | ((exponent + 112u) << 23) | (mantissa << 13));
-  // zero or subnormal: mantissa * 2^-24 is exact in float
-  return bits_float(sign | float_bits(static_cast<float>(mantissa) * 5.9604644775390625e-8f));
+  const uint32_t w = static_cast<uint32_t>(h) << 16;
+  const uint32_t sign = w & 0x80000000u;
+  const uint32_t two_w = w + w;  // exponent and mantissa, sign shifted out
+  const float normal = bits_float((two_w >> 4) + (224u << 23)) * 0x1.0p-112f;
+  const float subnormal = bits_float((two_w >> 17) | (126u << 23)) - 0.5f;
+  return bits_float(sign | float_bits(two_w < (1u << 27) ? subnormal : normal));
 }
 
 inline uint16_t float_to_bf16(float f) {

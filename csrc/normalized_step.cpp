@@ -6,6 +6,7 @@
 // sums of each image are added in order, so the result does not depend on the thread count).
 // Pass 2 (OpenMP over rows) reads the unrolled gradient as two wrapped row segments and updates img.
 // The float32 arithmetic of s_b and of the update follows the reference (torch) order exactly.
+#include <cmath>
 #include <vector>
 
 #include "cpu_common.h"
@@ -44,14 +45,8 @@ void abs_sums(const G* grad, int64_t batch, int64_t per_image, int threads, doub
     double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     int64_t i = begin;
     for (; i + 8 <= end; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        const float v = load(g, i + j);
-        acc[j] += static_cast<double>(v < 0 ? -v : v);
-      }
-    for (; i < end; ++i) {
-      const float v = load(g, i);
-      acc[0] += static_cast<double>(v < 0 ? -v : v);
-    }
+      for (int j = 0; j < 8; ++j) acc[j] += static_cast<double>(std::fabs(load(g, i + j)));
+    for (; i < end; ++i) acc[0] += static_cast<double>(std::fabs(load(g, i)));
     partial[static_cast<size_t>(k)] =
         ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
   }
