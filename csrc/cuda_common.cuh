@@ -69,21 +69,26 @@ inline unsigned blocks_per_image(int64_t work_items, int64_t images, int device)
 
 inline unsigned grid_images(int64_t images) { return static_cast<unsigned>(images < 65535 ? images : 65535); }
 
-// Makes `device` current for the duration of a launch and restores the caller's device afterwards.
+// Makes `device` current for the duration of a launch (always set: this module's static CUDA runtime
+// and torch's share the driver's per-thread context, so ask rather than assume) and restores the
+// caller's device afterwards.
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) error_ = cudaSetDevice(device);
+    error_ = cudaSetDevice(device);
+    device_ = device;
   }
   ~DeviceGuard() {
-    int now = -1;
-    if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+    if (previous_ >= 0 && previous_ != device_) cudaSetDevice(previous_);
   }
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
   cudaError_t error() const { return error_; }
 
  private:
   int previous_ = -1;
+  int device_ = -1;
   cudaError_t error_ = cudaSuccess;
 };
 
