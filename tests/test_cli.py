@@ -449,3 +449,17 @@ def test_limit_side():
     assert small.shape == (3, 15, 45) and small.dtype == torch.uint8
     flat = torch.full((3, 40, 20), 77, dtype=torch.uint8)
     assert torch.equal(cli._limit_side(flat, 10), torch.full((3, 10, 5), 77, dtype=torch.uint8))
+
+
+
+def test_closed_pipe_is_quiet(monkeypatch, capsys):
+    """`fastdream layers googlenet | head -1`: exit quietly when the reader has left."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone: every write raises BrokenPipeError
+    with capsys.disabled():
+        stdout = os.fdopen(write_end, "w", buffering=1)
+        monkeypatch.setattr(sys, "stdout", stdout)
+        code = cli.main(["layers", "googlenet"])
+        monkeypatch.undo()
+        stdout.close()  # fd now points at /dev/null: closing must not raise either
+    assert code == 141
