@@ -19,6 +19,7 @@ Environment switches:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -111,12 +112,18 @@ def cuda_arch_flags(nvcc: str) -> tuple[list[str], str]:
     return flags, ";".join(kept)
 
 
+class CudaBuildError(RuntimeError):
+    """FASTDREAM_BUILD_CUDA=1 and the CUDA kernels could not be built: never downgraded to a warning."""
+
+
 class BuildExt(Pybind11BuildExt):
     """Compiles the ``.cu`` sources with nvcc into objects and links them into the C++ extension."""
 
     def build_extensions(self):
         try:
             super().build_extensions()
+        except CudaBuildError:
+            raise
         except Exception as error:  # noqa: BLE001 - any compiler failure, reported below
             if BUILD_EXT == "1":
                 raise
@@ -134,11 +141,19 @@ class BuildExt(Pybind11BuildExt):
                 self._add_cuda(ext, cuda_sources)
             except Exception as error:  # noqa: BLE001
                 if BUILD_CUDA == "1":
-                    raise
+                    raise CudaBuildError(f"FASTDREAM_BUILD_CUDA=1: {error}") from error
                 _loud_warning(f"CUDA kernels not built ({error}); building the CPU kernels alone.")
         elif BUILD_CUDA == "0":
             _note("FASTDREAM_BUILD_CUDA=0: CPU kernels only")
+        # setuptools skips an extension whose sources are older than the built module: a build with
+        # another configuration (CUDA on/off, other archs) in the same tree must not reuse it
+        config = repr((sorted(ext.define_macros), sorted(ext.extra_objects or []), sorted(ext.libraries or [])))
+        stamp = Path(self.build_temp) / f"{ext.name}.config"
+        if not stamp.is_file() or stamp.read_text() != config:
+            self.force = True
         super().build_extension(ext)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(config)
 
     def _add_cuda(self, ext, sources):
         found = find_cuda()
@@ -147,12 +162,14 @@ class BuildExt(Pybind11BuildExt):
         home, nvcc = found
         gencode, archs = cuda_arch_flags(nvcc)
         _note(f"CUDA kernels with {nvcc} for {archs}")
-        out_dir = Path(self.build_temp) / "cuda"
+        flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                 f"-I{ROOT / CSRC}", "-DFASTDREAM_WITH_CUDA", *gencode]
+        # objects are reused by later builds (pip install -e) only when compiled with the same nvcc and flags
+        key = hashlib.sha1(" ".join([nvcc, *flags]).encode()).hexdigest()[:10]
+        out_dir = Path(self.build_temp) / f"cuda-{key}"
         out_dir.mkdir(parents=True, exist_ok=True)
         headers = [p for p in (ROOT / CSRC).iterdir() if p.suffix in (".h", ".cuh")]
         newest_header = max((p.stat().st_mtime for p in headers), default=0.0)
-        flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
-                 f"-I{ROOT / CSRC}", "-DFASTDREAM_WITH_CUDA", *gencode]
 
         def compile_one(source: str) -> str:
             src = ROOT / source
@@ -197,6 +214,7 @@ def extensions():
         extra_link_args=link_args,
     )
     ext.cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).glob("*.cu"))
+    ext.depends = sorted(str(p.relative_to(ROOT)) for p in (ROOT / CSRC).iterdir() if p.suffix in (".h", ".cuh", ".cu"))
     return [ext]
 
 
