@@ -17,12 +17,12 @@ import torch
 import torch.nn as nn
 
 from . import _checks
-from ._reference import resize_add_ref
 from .models.layers import LayerTap, resolve_layers
 from .models.prepare import fold_batchnorm, freeze
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .objectives import OBJECTIVES, build_objective
 from .octaves import octave_sizes, shift_table
+from .resize import resize_add
 from .step import StepConfig, Stepper, autocast_context
 
 DEFAULT_STEP_SIZE = 0.01
@@ -285,11 +285,7 @@ class Dreamer:
             detail = None
             x = img
             for size, table in zip(sizes, tables):
-                if detail is None:
-                    base = _resize_to(img, size)
-                    x = base.clone()
-                else:
-                    base, x = resize_add_ref(img, detail, size)
+                base, x = resize_add(img, detail, size)  # detail None: x = a copy of base
                 shifts = table.to(device, non_blocking=True)
                 stepper.run(x, shifts, bar.update if bar is not None else None)
                 detail = x - base
@@ -307,12 +303,6 @@ class Dreamer:
             f"octave_scale={self.octave_scale}, iterations={self.iterations}, step_size={self.step_size}, "
             f"jitter={self.jitter}, precision={self.precision!r})"
         )
-
-
-def _resize_to(img: torch.Tensor, size) -> torch.Tensor:
-    from ._reference import resize_ref
-
-    return resize_ref(img, size)
 
 
 def dream(image: torch.Tensor, *, seed: Optional[int] = None, progress: bool = False, **options) -> torch.Tensor:

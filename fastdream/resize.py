@@ -1,0 +1,304 @@
+"""The octave resize-add (DESIGN.md §1, §3 ``resize_add``): one fused CuPy kernel on CUDA, torch elsewhere.
+
+    >>> base, x = resize_add(img, detail, (H2, W2))   # base = resize(img), x = base + resize(detail)
+
+``resize`` is ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` with ``size=``,
+and a plain copy where the size does not change (``_reference.resize_ref``).
+
+Dispatch per call, by the device of ``img``:
+  - CUDA tensors, and ``import cupy`` works: one CuPy kernel reads both sources and writes ``base`` and
+    ``x`` in a single pass, on torch's current stream of that device, tensors shared zero-copy through
+    DLPack, no host synchronisation (outputs may be preallocated, e.g. for a CUDA graph);
+  - otherwise (CPU tensors, or no CuPy): the torch composition of ``_reference.resize_add_ref``, exactly
+    (on CUDA without CuPy, one ``RuntimeWarning`` per process says how to install it).
+
+Not tracked by autograd: call it on detached data.
+"""
+from __future__ import annotations
+
+import functools
+import numbers
+import threading
+import warnings
+from typing import Optional, Sequence, Tuple
+
+import torch
+
+from ._reference import resize_add_ref, resize_ref
+from .backends import _cupy_importable
+from .ops import _describe, _overlaps
+
+__all__ = ["resize_add", "cupy_available"]
+
+_FN = "resize_add"
+_BLOCK = 256
+_MAX_BLOCKS = 65535  # a grid-stride loop covers the rest
+_warned: set = set()
+_compiled: set = set()  # CUDA device indices the kernel compiled for
+_lock = threading.Lock()
+
+# Bilinear, align_corners=False, as ATen's upsample_bilinear2d CUDA kernel computes it in float:
+# scale = in / out (float), src = max(scale * (dst + 0.5) - 0.5, 0), the upper neighbour clamped at the
+# edge. A source of the output's size is read, not interpolated (ATen copies in that case too).
+_KERNEL_SOURCE = r"""
+// One axis: the lower source index, the step to the upper one (0 at the edge), the upper weight.
+__device__ __forceinline__ void fd_axis(float scale, int dst, int in_size, int* i0, int* step, float* l1) {
+    float r = scale * ((float)dst + 0.5f) - 0.5f;
+    r = r < 0.0f ? 0.0f : r;
+    *i0 = (int)r;
+    *step = (*i0 < in_size - 1) ? 1 : 0;
+    *l1 = r - (float)*i0;
+}
+
+__device__ __forceinline__ float fd_bilinear(const float* __restrict__ p, int in_h, int in_w,
+                                             float scale_h, float scale_w, int out_h, int out_w,
+                                             int oy, int ox) {
+    if (in_h == out_h && in_w == out_w) return p[(long long)oy * in_w + ox];
+    int h1, h1p, w1, w1p;
+    float h1l, w1l;
+    fd_axis(scale_h, oy, in_h, &h1, &h1p, &h1l);
+    fd_axis(scale_w, ox, in_w, &w1, &w1p, &w1l);
+    const float h0l = 1.0f - h1l, w0l = 1.0f - w1l;
+    const float* r0 = p + (long long)h1 * in_w + w1;
+    const float* r1 = r0 + (long long)h1p * in_w;
+    return h0l * (w0l * r0[0] + w1l * r0[w1p]) + h1l * (w0l * r1[0] + w1l * r1[w1p]);
+}
+
+extern "C" __global__ void fastdream_resize_add(
+        const float* __restrict__ img, const float* __restrict__ detail,
+        float* __restrict__ base, float* __restrict__ x,
+        const long long total, const int out_h, const int out_w,
+        const int img_h, const int img_w, const float img_scale_h, const float img_scale_w,
+        const int det_h, const int det_w, const float det_scale_h, const float det_scale_w,
+        const int has_detail) {
+    const long long img_plane = (long long)img_h * img_w;
+    const long long det_plane = (long long)det_h * det_w;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (long long)blockDim.x * gridDim.x) {
+        const int ox = (int)(i % out_w);
+        const long long t = i / out_w;
+        const int oy = (int)(t % out_h);
+        const long long plane = t / out_h;
+        const float b = fd_bilinear(img + plane * img_plane, img_h, img_w, img_scale_h, img_scale_w,
+                                    out_h, out_w, oy, ox);
+        base[i] = b;
+        x[i] = has_detail ? b + fd_bilinear(detail + plane * det_plane, det_h, det_w, det_scale_h,
+                                            det_scale_w, out_h, out_w, oy, ox)
+                          : b;
+    }
+}
+"""
+
+
+def cupy_available() -> bool:
+    """Whether ``import cupy`` works (asked once per process; never raises)."""
+    return _cupy_importable()
+
+
+# ----------------------------------------------------------------------------------------- checks
+
+
+def _check_source(name: str, t, optional: bool = False) -> Optional[torch.Tensor]:
+    if t is None and optional:
+        return None
+    if not isinstance(t, torch.Tensor):
+        allowed = "a torch.Tensor or None" if optional else "a torch.Tensor"
+        raise TypeError(f"{_FN}: {name} must be {allowed}, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{_FN}: {name} must be a float32 Tensor[B, C, H, W], got {_describe(t)}")
+    if t.dim() != 4:
+        raise ValueError(f"{_FN}: {name} must be a 4-D Tensor[B, C, H, W], got {t.dim()}-D {_describe(t)}")
+    return t
+
+
+def _check_size(size) -> Tuple[int, int]:
+    expected = "a pair of positive ints (H, W)"
+    if not isinstance(size, (tuple, list, torch.Size)):
+        raise TypeError(f"{_FN}: size must be {expected}, got {type(size).__name__}")
+    if len(size) != 2:
+        raise ValueError(f"{_FN}: size must be {expected}, got {len(size)} values {tuple(size)}")
+    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
+        raise TypeError(f"{_FN}: size must be {expected}, got {tuple(type(s).__name__ for s in size)}")
+    if any(s < 1 for s in size):
+        raise ValueError(f"{_FN}: size must be {expected}, got {tuple(size)}")
+    return int(size[0]), int(size[1])
+
+
+def _check_out(name: str, t, shape: Tuple[int, ...], device: torch.device) -> Optional[torch.Tensor]:
+    if t is None:
+        return None
+    expected = f"None or a contiguous float32 Tensor{list(shape)} on {device}"
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{_FN}: {name} must be {expected}, got {type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"{_FN}: {name} must be {expected}, got {_describe(t)}")
+    if tuple(t.shape) != shape or t.device != device or not t.is_contiguous():
+        layout = "" if t.is_contiguous() else "non-contiguous "
+        raise ValueError(f"{_FN}: {name} must be {expected}, got {layout}{_describe(t)}")
+    return t
+
+
+def _check(img, detail, size, out_base, out_x):
+    img = _check_source("img", img)
+    detail = _check_source("detail", detail, optional=True)
+    size = _check_size(size)
+    if detail is not None:
+        if detail.shape[:2] != img.shape[:2]:
+            raise ValueError(f"{_FN}: detail must have the batch and channels of img {list(img.shape[:2])}, "
+                             f"got {_describe(detail)}")
+        if detail.device != img.device:
+            raise ValueError(f"{_FN}: detail must be on the device of img ({img.device}), got {detail.device}")
+    for name, t in (("img", img), ("detail", detail)):
+        if t is not None and t.numel() == 0 and t.shape[0] * t.shape[1] > 0:
+            raise ValueError(f"{_FN}: {name} must have H, W >= 1, got {_describe(t)}")
+    shape = (img.shape[0], img.shape[1], *size)
+    out_base = _check_out("out_base", out_base, shape, img.device)
+    out_x = _check_out("out_x", out_x, shape, img.device)
+    outs = [("out_base", out_base), ("out_x", out_x)]
+    for name, out in outs:
+        for src_name, src in (("img", img), ("detail", detail)):
+            if out is not None and src is not None and _overlaps(out, src):
+                raise ValueError(f"{_FN}: {name} must not overlap {src_name}")
+    if out_base is not None and out_x is not None and _overlaps(out_base, out_x):
+        raise ValueError(f"{_FN}: out_base and out_x must not overlap")
+    return img, detail, size, out_base, out_x
+
+
+# ------------------------------------------------------------------------------------------- CuPy
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel():
+    """The compiled-on-first-launch RawKernel (one per process; CuPy keeps one module per device)."""
+    import cupy  # noqa: PLC0415
+
+    return cupy.RawKernel(_KERNEL_SOURCE, "fastdream_resize_add")
+
+
+def _cupy_usable(device: torch.device) -> bool:
+    """CuPy imports and the kernel compiles for ``device``; else warn once and answer False."""
+    if not cupy_available():
+        _warn_once("no-cupy", "CuPy is not installed (pip install cupy-cuda13x, or fastdream[cuda])")
+        return False
+    if device.index in _compiled:
+        return True
+    key = f"compile-{device.index}"
+    if key in _warned:
+        return False
+    try:
+        import cupy  # noqa: PLC0415
+
+        with cupy.cuda.Device(device.index):
+            _kernel().compile()
+    except Exception as exc:  # noqa: BLE001 - no NVRTC / unsupported GPU: fall back, said once
+        _warn_once(key, f"the CuPy resize kernel did not compile for {device} ({type(exc).__name__}: {exc})")
+        return False
+    _compiled.add(device.index)
+    return True
+
+
+def _warn_once(key: str, why: str) -> None:
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(f"fastdream.resize: {why}. Using the torch resize (F.interpolate) instead.",
+                  RuntimeWarning, stacklevel=4)
+
+
+def _scale(src: int, dst: int):
+    import numpy as np  # noqa: PLC0415
+
+    return np.float32(src) / np.float32(dst)  # ATen: (float) in / out, rounded to float
+
+
+def _cupy_stream(cupy, stream: torch.cuda.Stream):
+    """Torch's stream as a CuPy stream: ``Stream.from_external`` (CuPy >= 14), else ``ExternalStream``."""
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None and hasattr(stream, "__cuda_stream__"):
+        return from_external(stream)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
+
+
+def _launch_cupy(img, detail, base, x) -> None:
+    import cupy  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    device = img.device
+    _, _, out_h, out_w = base.shape
+    img_h, img_w = img.shape[-2:]
+    det_h, det_w = detail.shape[-2:] if detail is not None else (1, 1)
+    total = base.numel()
+    blocks = min((total + _BLOCK - 1) // _BLOCK, _MAX_BLOCKS)
+    with cupy.cuda.Device(device.index), _cupy_stream(cupy, torch.cuda.current_stream(device)):
+        img_c = cupy.from_dlpack(img)
+        det_c = cupy.from_dlpack(detail) if detail is not None else img_c  # never read
+        args = (
+            img_c, det_c, cupy.from_dlpack(base), cupy.from_dlpack(x),
+            np.int64(total), np.int32(out_h), np.int32(out_w),
+            np.int32(img_h), np.int32(img_w), _scale(img_h, out_h), _scale(img_w, out_w),
+            np.int32(det_h), np.int32(det_w), _scale(det_h, out_h), _scale(det_w, out_w),
+            np.int32(detail is not None),
+        )
+        _kernel()((blocks,), (_BLOCK,), args)
+
+
+# -------------------------------------------------------------------------------------------- op
+
+
+def resize_add(
+    img: torch.Tensor,
+    detail: Optional[torch.Tensor],
+    size: Sequence[int],
+    out_base: Optional[torch.Tensor] = None,
+    out_x: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Resize the image and the carried detail to one octave size and add them, in one pass on CUDA.
+
+    ``base = resize(img, size)``, ``x = base + resize(detail, size)`` with ``resize`` the bilinear
+    ``F.interpolate(size=size, align_corners=False, antialias=False)`` (a copy where the size is
+    unchanged). The twin is ``_reference.resize_add_ref``.
+
+    Args:
+        img: float32 Tensor[B, C, H, W], H, W >= 1. Not modified.
+        detail: float32 Tensor[B, C, h, w] on the device of ``img`` (any h, w >= 1), or None for a zero
+            detail (then ``x`` is a copy of ``base``). Not modified.
+        size: (H', W'), positive ints.
+        out_base, out_x: optional contiguous float32 Tensor[B, C, H', W'] on the device of ``img`` to
+            write into (they must not overlap the inputs or each other); allocated when None.
+
+    Returns:
+        (base, x): contiguous float32 Tensor[B, C, H', W'] (``out_base``, ``out_x`` when given).
+
+    On CUDA with CuPy, a non-contiguous ``img`` or ``detail`` (a slice, permuted or channels_last view)
+    is first copied to a contiguous tensor; the result is within float rounding (~1e-6) of
+    ``F.interpolate``. Elsewhere the result is bit-exact with ``resize_add_ref`` for any layout.
+
+    Raises:
+        TypeError: an argument of the wrong type or dtype. ValueError: a wrong shape, device or layout.
+    """
+    img, detail, size, out_base, out_x = _check(img, detail, size, out_base, out_x)
+    shape = (img.shape[0], img.shape[1], *size)
+    if img.shape[0] * img.shape[1] == 0:
+        return (out_base if out_base is not None else img.new_empty(shape),
+                out_x if out_x is not None else img.new_empty(shape))
+    if img.device.type == "cuda" and _cupy_usable(img.device):
+        img = img.detach().contiguous()
+        detail = detail.detach().contiguous() if detail is not None else None
+        base = out_base if out_base is not None else torch.empty(shape, dtype=torch.float32, device=img.device)
+        x = out_x if out_x is not None else torch.empty(shape, dtype=torch.float32, device=img.device)
+        _launch_cupy(img, detail, base, x)
+        return base, x
+
+    with torch.no_grad():
+        if detail is None:
+            base = resize_ref(img, size)
+            x = base.clone()
+        else:
+            base, x = resize_add_ref(img, detail, size)
+    base, x = base.contiguous(), x.contiguous()
+    if out_base is not None:
+        base = out_base.copy_(base)
+    if out_x is not None:
+        x = out_x.copy_(x)
+    return base, x
