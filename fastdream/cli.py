@@ -1,6 +1,7 @@
 """The ``fastdream`` command: dream image files and folders, list models and layers.
 
-``fastdream dream INPUT... -o OUTPUT [options]``, ``fastdream models``, ``fastdream layers MODEL``,
+``fastdream dream INPUT... -o OUTPUT [options]``, ``fastdream zoom IMAGE -o OUTPUT [options]``,
+``fastdream video INPUT -o OUTPUT [options]``, ``fastdream models``, ``fastdream layers MODEL``,
 ``fastdream --version``. Run ``fastdream dream --help`` for the options.
 
 Exit codes: 0 success; 1 a runtime failure (missing input, existing output, weights that cannot be
@@ -13,6 +14,8 @@ The library (and so torch) is imported only when a command runs, so ``--help`` s
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import glob
 import os
 import pathlib
 import re
@@ -104,6 +107,40 @@ def _max_side_type(text: str) -> int:
     return value
 
 
+def _positive_float_type(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _finite_float_type(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def _translate_type(text: str) -> tuple:
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected DX,DY in pixels such as 2,-1.5, got {text!r}")
+    return tuple(_finite_float_type(part.strip()) for part in parts)
+
+
+def _blend_type(text: str) -> float:
+    value = _finite_float_type(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 class _VersionAction(argparse.Action):
     """``--version`` that looks the version up only when asked (no torch import for --help)."""
 
@@ -146,41 +183,32 @@ examples:
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Fast DeepDream for PyTorch: dream images from the command line.",
-    )
-    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+_VIDEO_OUTPUT_HELP = "a .mp4/.mkv/.webm video, a .gif, a folder (frame_000000.png, ...) or a %%d pattern such as out/f%%04d.png"
+_VIDEO_EPILOG = """\
+outputs:
+  .mp4/.mkv/.webm need PyAV (pip install "fastdream[video]"); .gif and numbered
+  images need nothing more. Videos and GIFs are written to a temporary file and
+  moved into place when complete; numbered images are written one by one. The
+  input is never overwritten; an existing output only with --overwrite.
 
-    dream = commands.add_parser(
-        "dream",
-        help="dream image files or folders",
-        description="Dream image files or folders of images (DeepDream).",
-        epilog=_DREAM_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    dream.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders of images")
-    dream.add_argument(
-        "--demo", action="store_true", help="dream the bundled sample photo (Chelsea the cat) instead of INPUT"
-    )
-    dream.add_argument(
-        "-o", "--output", required=True, metavar="OUTPUT", help="output file (one input) or folder (several)"
-    )
-    dream.add_argument(
-        "--format", choices=_FORMATS, help="output format for folder outputs (default: png)"
-    )
-    dream.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    dream.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no list of files written")
-    dream.add_argument(
+examples:
+  fastdream zoom photo.jpg -o zoom.mp4 --frames 100 --zoom 1.05 --rotate 1.5
+  fastdream zoom photo.jpg -o frames/ --frames 30 --translate 2,0 --max-side 400
+  fastdream video clip.mp4 -o dream.mp4 --blend 0.5 --max-frames 50
+"""
+
+def _add_dream_options(parser: argparse.ArgumentParser) -> None:
+    """The flags shared by ``dream``, ``zoom`` and ``video``: outputs, model, algorithm, hardware."""
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no list of files written")
+    parser.add_argument(
         "--max-side",
         type=_max_side_type,
         metavar="N",
         help="first downscale inputs whose long side exceeds N pixels (handy on the CPU)",
     )
 
-    model = dream.add_argument_group("model")
+    model = parser.add_argument_group("model")
     model.add_argument("--model", help="model name, see 'fastdream models' (default: efficientnet_lite0)")
     model.add_argument(
         "--layers",
@@ -206,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective", choices=("l2", "mean"), help="what to maximise: l2 = 0.5*sum(a^2) or mean (default: l2)"
     )
 
-    algo = dream.add_argument_group("algorithm")
+    algo = parser.add_argument_group("algorithm")
     algo.add_argument("--octaves", type=int, metavar="N", help="number of octave sizes (default: 4)")
     algo.add_argument("--octave-scale", type=float, metavar="S", help="size ratio between octaves, > 1 (default: 1.4)")
     algo.add_argument("--iterations", type=int, metavar="N", help="gradient steps per octave (default: 10)")
@@ -219,14 +247,91 @@ def build_parser() -> argparse.ArgumentParser:
     )
     algo.add_argument("--seed", type=int, help="seed of the random shifts, for repeatable results")
 
-    hardware = dream.add_argument_group("hardware")
+    hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     hardware.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16", "fp16"),
         help="model arithmetic; auto = bf16/fp16 where the hardware is fast at it (default: auto)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Fast DeepDream for PyTorch: dream images from the command line.",
+    )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    dream = commands.add_parser(
+        "dream",
+        help="dream image files or folders",
+        description="Dream image files or folders of images (DeepDream).",
+        epilog=_DREAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dream.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders of images")
+    dream.add_argument(
+        "--demo", action="store_true", help="dream the bundled sample photo (Chelsea the cat) instead of INPUT"
+    )
+    dream.add_argument(
+        "-o", "--output", required=True, metavar="OUTPUT", help="output file (one input) or folder (several)"
+    )
+    dream.add_argument(
+        "--format", choices=_FORMATS, help="output format for folder outputs (default: png)"
+    )
+    _add_dream_options(dream)
     dream.set_defaults(handler=_cmd_dream)
+
+    zoom = commands.add_parser(
+        "zoom",
+        help="dream an image into an endless zoom (video, GIF or numbered PNGs)",
+        description="The DeepDream feedback loop: dream the image, zoom/rotate/translate the result, dream "
+        "it again, and so on; every dreamed frame is written as it comes.",
+        epilog=_VIDEO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    zoom.add_argument("input", metavar="IMAGE", help="the image to start from")
+    zoom.add_argument("-o", "--output", required=True, metavar="OUTPUT", help=_VIDEO_OUTPUT_HELP)
+    zoom.add_argument("--frames", type=_max_side_type, default=100, metavar="N", help="frames to dream (default: 100)")
+    zoom.add_argument(
+        "--zoom", type=_positive_float_type, default=1.05, metavar="Z",
+        help="zoom between frames about the centre, > 1 zooms in (default: 1.05)",
+    )
+    zoom.add_argument(
+        "--rotate", type=_finite_float_type, default=0.0, metavar="DEG",
+        help="rotation between frames, degrees counter-clockwise (default: 0)",
+    )
+    zoom.add_argument(
+        "--translate", type=_translate_type, default=(0.0, 0.0), metavar="DX,DY",
+        help="shift between frames in pixels, +DX right, +DY down (default: 0,0)",
+    )
+    zoom.add_argument("--fps", type=_positive_float_type, default=25.0, metavar="F", help="frame rate (default: 25)")
+    _add_dream_options(zoom)
+    zoom.set_defaults(handler=_cmd_zoom)
+
+    video = commands.add_parser(
+        "video",
+        help="dream every frame of a video",
+        description="Dream every frame of a video (or GIF, or numbered images), feeding part of each dreamed "
+        "frame into the next: input_k = (1 - B) * frame_k + B * dreamed_(k-1).",
+        epilog=_VIDEO_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    video.add_argument("input", metavar="INPUT", help="a video, a GIF, a folder of frames or a %%d pattern")
+    video.add_argument("-o", "--output", required=True, metavar="OUTPUT", help=_VIDEO_OUTPUT_HELP)
+    video.add_argument(
+        "--blend", type=_blend_type, default=0.5, metavar="B",
+        help="share of the previous dreamed frame in the next input, in [0, 1) (default: 0.5)",
+    )
+    video.add_argument("--max-frames", type=_max_side_type, metavar="N", help="dream only the first N frames")
+    video.add_argument(
+        "--fps", type=_positive_float_type, metavar="F",
+        help="output frame rate (default: the input's, 25 for numbered images)",
+    )
+    _add_dream_options(video)
+    video.set_defaults(handler=_cmd_video)
 
     models = commands.add_parser("models", help="list the built-in models", description="List the built-in models.")
     models.set_defaults(handler=_cmd_models)
@@ -472,6 +577,101 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
     return 1 if failed else 0
 
 
+# --- zoom and video ----------------------------------------------------------------------------
+
+
+def _frame_seed(seed: Optional[int], index: int) -> Optional[int]:
+    return None if seed is None else seed + index
+
+
+def _check_video_output(output: str, source: pathlib.Path, overwrite: bool) -> None:
+    """Refuses an output that is (or, for numbered images, shares files or a folder with) the input,
+    whatever --overwrite says, and an existing output without --overwrite."""
+    from .video import is_sequence_path, sequence_glob
+
+    dest = pathlib.Path(output)
+    if is_sequence_path(output):
+        pattern = sequence_glob(output)
+        if is_sequence_path(str(source)):
+            same = os.path.dirname(pattern) == os.path.dirname(sequence_glob(str(source)))
+        else:
+            same = fnmatch.fnmatchcase(str(source.resolve()), pattern)
+        existing = glob.glob(pattern)
+    else:
+        same = dest.resolve() == source.resolve() or (
+            dest.is_file() and source.exists() and _inode(dest) == _inode(source)
+        )
+        existing = [output] if os.path.lexists(output) else []
+    if same:
+        raise FileExistsError(f"output {output} would overwrite the input {source}; choose another -o")
+    if existing and not overwrite:
+        raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+
+
+def _frame_bar(args, total: Optional[int]):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="frames", unit="frame", file=sys.stderr, disable=args.quiet)
+
+
+def _cmd_zoom(args) -> int:
+    import torch
+
+    from .image_io import load_image
+    from .transforms import zoom_transform
+    from .video import VideoWriter
+
+    source = pathlib.Path(args.input)
+    if not source.exists():
+        raise FileNotFoundError(f"input not found: {args.input}")
+    _check_video_output(args.output, source, args.overwrite)
+    image = load_image(source)
+    if args.max_side is not None:
+        image = _limit_side(image, args.max_side)
+    with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
+        dreamer = _build_dreamer(args)
+        frame = image.to(torch.float32).div_(255.0)
+        with _frame_bar(args, args.frames) as bar:
+            for index in range(args.frames):
+                frame = dreamer(frame, seed=_frame_seed(args.seed, index), progress=False)
+                writer.write(frame)
+                bar.update()
+                if index + 1 < args.frames:
+                    frame = zoom_transform(frame, args.zoom, args.rotate, args.translate)
+    if not args.quiet:
+        print(args.output)
+    return 0
+
+
+def _cmd_video(args) -> int:
+    import torch
+
+    from .video import VideoWriter, read_video
+
+    source = pathlib.Path(args.input)
+    _check_video_output(args.output, source, args.overwrite)
+    frames, fps, count = read_video(args.input)
+    total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
+    with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
+        dreamer = _build_dreamer(args)
+        previous = None
+        with _frame_bar(args, total) as bar:
+            for index, frame in enumerate(frames):
+                if args.max_frames is not None and index >= args.max_frames:
+                    break
+                if args.max_side is not None:
+                    frame = _limit_side(frame, args.max_side)
+                x = frame.to(torch.float32).div_(255.0)
+                if previous is not None and args.blend > 0:
+                    x = x.mul_(1.0 - args.blend).add_(previous, alpha=args.blend)
+                previous = dreamer(x, seed=_frame_seed(args.seed, index), progress=False)
+                writer.write(previous)
+                bar.update()
+    if not args.quiet:
+        print(args.output)
+    return 0
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
@@ -504,6 +704,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except ImportError as exc:  # an optional extra that is missing (the message names it)
+        if "fastdream[" not in str(exc):
+            raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:

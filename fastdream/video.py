@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["VIDEO_SUFFIXES", "read_video", "VideoWriter", "is_sequence_path"]
+__all__ = ["VIDEO_SUFFIXES", "read_video", "VideoWriter", "is_sequence_path", "sequence_glob"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -65,6 +65,14 @@ def _sequence_pattern(name: str) -> str:
 
 def _glob_of(pattern: str) -> str:
     return _PATTERN.sub("*", glob.escape(pattern).replace("[%]", "%"))
+
+
+def sequence_glob(path: PathLike) -> str:
+    """The glob of the numbered files a sequence path (folder or ``%d`` pattern) stands for, with
+    its folder resolved (links followed)."""
+    pattern = _sequence_pattern(_name("sequence_glob", path))
+    folder, base = os.path.split(os.path.abspath(pattern))
+    return os.path.join(glob.escape(os.path.realpath(folder)), _glob_of(base))
 
 
 # --- reading -----------------------------------------------------------------------------------
