@@ -9,9 +9,11 @@ deepest requested layer once per Dreamer and device.
 from __future__ import annotations
 
 import copy
+import itertools
+import queue
 import secrets
 import threading
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Iterable, Iterator, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -23,7 +25,8 @@ from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .objectives import OBJECTIVES, build_objective
 from .octaves import octave_sizes, shift_table
 from .resize import resize_add
-from .step import StepConfig, Stepper, autocast_context
+from .step import StepConfig, Stepper, Tiling, autocast_context
+from .tiles import aligned, available_memory, grid_offsets, saved_bytes_per_pixel, tile_for_budget
 
 DEFAULT_STEP_SIZE = 0.01
 """Mean change per pixel per iteration, in image units (the seed's 1.5 on 0..255 is ~0.006)."""
@@ -67,6 +70,7 @@ class _Prepared:
         self.device = device
         self.dtype = dtype
         self.channels_last = channels_last
+        self.bytes_per_pixel: Optional[float] = None  # measured on first tiled use
         if mean is None:
             self.scale = self.shift = None
         else:
@@ -113,6 +117,14 @@ class Dreamer:
             ``"fp32"``, ``"bf16"`` or ``"fp16"``; the image and the step stay float32.
         seed: default seed of the jitter shifts (``None``: fresh randomness per call).
         progress: default for showing a tqdm bar over octaves × iterations.
+        max_memory: memory budget in bytes for one call on its device, or ``"auto"`` (what the
+            device has free now); past it, gradients are computed tile by tile (``fastdream.tiles``)
+            so any image size fits. ``None``: no budget.
+        tile_size: force tiles of this many pixels a side (overrides ``max_memory``).
+        tile_margin: context in pixels around each tile, for the receptive field. Tiles, margins
+            and grid offsets are rounded to multiples of 32 px (``fastdream.tiles.ALIGN``).
+
+    A Dreamer may be called from several threads: calls on it run one at a time.
     """
 
     def __init__(
@@ -134,6 +146,9 @@ class Dreamer:
         precision: str = "auto",
         seed: Optional[int] = None,
         progress: bool = False,
+        max_memory: Union[int, str, None] = None,
+        tile_size: Optional[int] = None,
+        tile_margin: int = 64,
     ):
         self.octaves = _checks.check_int("octaves", octaves, 1)
         self.octave_scale = _checks.check_real("octave_scale", octave_scale, greater_than=1.0)
@@ -155,6 +170,11 @@ class Dreamer:
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
         self.progress = progress
+        if max_memory is not None and max_memory != "auto":
+            max_memory = _checks.check_int("max_memory", max_memory, 1)
+        self.max_memory = max_memory
+        self.tile_size = None if tile_size is None else _checks.check_int("tile_size", tile_size, 32)
+        self.tile_margin = _checks.check_int("tile_margin", tile_margin, 0)
         layer_weights = _checks.check_layers(layers)
 
         if isinstance(model, nn.Module):
@@ -240,11 +260,7 @@ class Dreamer:
         x = image if batch_in else image.unsqueeze(0)
         grey = x.shape[1] == 1
         height, width = x.shape[-2:]
-        if min(height, width) < self._min_input:
-            raise ValueError(
-                f"image is {height}×{width}; model {self.model_name!r} needs at least {self._min_input} px "
-                "on the short side"
-            )
+        self._check_size(x)
         if x.shape[0] == 0:
             return image.clone()
 
@@ -260,7 +276,8 @@ class Dreamer:
         tables = [shift_table(self.iterations, img.shape[0], self.jitter, generator) for _ in sizes]
 
         with self._lock:
-            out = self._run(img, sizes, tables, device, progress)
+            tilings = self._tilings(img.shape[0], sizes, device, generator)
+            out = self._run(img, sizes, tables, tilings, device, progress)
 
         if grey:
             out = out.mean(dim=1, keepdim=True)
@@ -269,7 +286,30 @@ class Dreamer:
         out = out.to(device=image.device, dtype=image.dtype)
         return out if batch_in else out.squeeze(0)
 
-    def _run(self, img, sizes, tables, device, progress) -> torch.Tensor:
+    def _tilings(self, batch, sizes, device, generator) -> list:
+        """Per octave, ``None`` (whole image at once) or the ``Tiling`` its memory budget needs."""
+        if self.tile_size is None and self.max_memory is None:
+            return [None] * len(sizes)
+        height, width = sizes[-1]
+        tile, margin = self.tile_size, aligned(self.tile_margin, up=True)
+        if tile is None:
+            prepared = self._prepare(device)
+            if prepared.bytes_per_pixel is None:
+                prepared.bytes_per_pixel = saved_bytes_per_pixel(prepared.features, self.objective, device)
+            budget = available_memory(device) if self.max_memory == "auto" else self.max_memory
+            tile = tile_for_budget(budget, prepared.bytes_per_pixel, batch, height, width,
+                                   margin, self._min_input)
+        if tile is not None:
+            tile = aligned(tile)
+        tilings = []
+        for h, w in sizes:  # offsets drawn after the shift tables: untiled runs are unchanged
+            if tile is None or (h <= tile and w <= tile):
+                tilings.append(None)
+                continue
+            tilings.append(Tiling(tile, margin, grid_offsets(self.iterations, tile, generator)))
+        return tilings
+
+    def _run(self, img, sizes, tables, tilings, device, progress) -> torch.Tensor:
         prepared = self._prepare(device)
         stepper = Stepper(prepared.features, self.objective, StepConfig(self.step_size), _select_backend(device))
         user = self._user_model
@@ -284,10 +324,10 @@ class Dreamer:
                 user.eval()
             detail = None
             x = img
-            for size, table in zip(sizes, tables):
+            for size, table, tiling in zip(sizes, tables, tilings):
                 base, x = resize_add(img, detail, size)  # detail None: x = a copy of base
                 shifts = table.to(device, non_blocking=True)
-                stepper.run(x, shifts, bar.update if bar is not None else None)
+                stepper.run(x, shifts, bar.update if bar is not None else None, tiling)
                 detail = x - base
             return x
         finally:
@@ -296,6 +336,138 @@ class Dreamer:
             if user is not None:
                 for m, mode in zip(user.modules(), modes):
                     m.training = mode
+
+    def dream_many(
+        self,
+        images: Iterable[torch.Tensor],
+        batch_size: int = 8,
+        *,
+        seed: Optional[int] = None,
+        progress: Optional[bool] = None,
+        prefetch: bool = True,
+        errors: str = "raise",
+    ) -> Iterator[Union[torch.Tensor, Exception]]:
+        """Dream many images, batching those of the same shape; yields results in input order.
+
+        Args:
+            images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
+                that decodes files is read ``batch_size × 4`` images ahead at most.
+            batch_size: images per batch (>= 1).
+            seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: fresh randomness).
+            progress: a bar over images (images/s); default: the Dreamer's ``progress``.
+            prefetch: read the next images on a worker thread while the current batch dreams.
+            errors: ``"raise"`` stops at the first bad image; ``"return"`` yields the exception in
+                its place and goes on (an app dreaming a folder wants that).
+        """
+        batch_size = _checks.check_int("batch_size", batch_size, 1)
+        seed = _checks.check_seed(seed)
+        if errors not in ("raise", "return"):
+            raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
+        progress = self.progress if progress is None else progress
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+        source = _prefetched(images, batch_size * 2) if prefetch else iter(images)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="images", unit="img")
+        counter = itertools.count()
+        try:
+            while True:
+                window = list(itertools.islice(source, batch_size * 4))
+                if not window:
+                    return
+                results: list = [None] * len(window)
+                groups: Dict[tuple, list] = {}
+                for i, item in enumerate(window):
+                    try:
+                        if isinstance(item, BaseException):
+                            raise item
+                        _checks.check_image(item)
+                        if item.dim() != 3:
+                            raise ValueError(f"images[{i}] must be one image [C, H, W], got {list(item.shape)}")
+                        self._check_size(item)
+                    except (TypeError, ValueError, OSError) as exc:
+                        if errors == "raise":
+                            raise
+                        results[i] = exc
+                        continue
+                    groups.setdefault((tuple(item.shape), item.dtype, item.device), []).append(i)
+                for indices in groups.values():
+                    for start in range(0, len(indices), batch_size):
+                        chunk = indices[start : start + batch_size]
+                        batch = torch.stack([window[i] for i in chunk])
+                        k = next(counter)
+                        out = self(batch, seed=None if seed is None else (seed + k) % 2**63, progress=False)
+                        for j, i in enumerate(chunk):
+                            results[i] = out[j]
+                        if bar is not None:
+                            bar.update(len(chunk))
+                for result in results:
+                    yield result
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def stream(
+        self,
+        frames: Iterable[torch.Tensor],
+        *,
+        blend: float = 0.0,
+        seed: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> Iterator[torch.Tensor]:
+        """Dream a stream of frames (video-like: one size), yielding each dreamed frame.
+
+        ``blend`` in [0, 1): feedback for temporal coherence, the input of frame ``k`` is
+        ``(1 - blend)·frame_k + blend·dreamed_{k-1}``. ``seed``: frame ``k`` uses ``seed + k``.
+        The model, its preparation and (on GPUs) its buffers are reused across frames.
+        """
+        blend = _checks.check_real("blend", blend, at_least=0.0)
+        if blend >= 1.0:
+            raise ValueError(f"blend must be in [0, 1), got {blend}")
+        seed = _checks.check_seed(seed)
+        progress = self.progress if progress is None else progress
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(desc="frames", unit="frame")
+        previous = None
+        try:
+            for k, frame in enumerate(frames):
+                _checks.check_image(frame)
+                if previous is not None and frame.shape != previous.shape:
+                    raise ValueError(
+                        f"frames must all have one shape: frame {k} is {list(frame.shape)}, "
+                        f"the first was {list(previous.shape)}"
+                    )
+                source = frame
+                if previous is not None and blend > 0:
+                    scale = 255.0 if frame.dtype == torch.uint8 else 1.0
+                    mixed = torch.lerp(frame.float() / scale, previous.float() / scale, blend)
+                    source = mixed.clamp_(0, 1)
+                out = self(source, seed=None if seed is None else (seed + k) % 2**63, progress=False)
+                if frame.dtype == torch.uint8 and out.dtype != torch.uint8:
+                    out = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+                else:
+                    out = out.to(frame.dtype)
+                previous = out
+                if bar is not None:
+                    bar.update(1)
+                yield out
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _check_size(self, image: torch.Tensor) -> None:
+        height, width = image.shape[-2:]
+        if min(height, width) < self._min_input:
+            raise ValueError(
+                f"image is {height}×{width}; model {self.model_name!r} needs at least {self._min_input} px "
+                "on the short side"
+            )
 
     def __repr__(self) -> str:
         return (
@@ -315,3 +487,45 @@ def dream(image: torch.Tensor, *, seed: Optional[int] = None, progress: bool = F
     """
     _checks.check_image(image)
     return Dreamer(**options)(image, seed=seed, progress=progress)
+
+
+def _prefetched(items: Iterable, depth: int) -> Iterator:
+    """Iterate ``items`` on a worker thread, up to ``depth`` ahead. An exception raised while
+    reading an item is handed over in its place (the consumer decides); the worker stops when the
+    consumer does."""
+    q: "queue.Queue" = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        iterator = iter(items)
+        while True:
+            try:
+                item = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - handed over in the item's place
+                item = exc
+            if not put(item):
+                return
+        put(done)
+
+    thread = threading.Thread(target=work, name="fastdream-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from . import _reference
+from .tiles import tiled_gradient
 
 Features = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
 
@@ -60,19 +61,40 @@ class Stepper:
         (grad,) = torch.autograd.grad(loss, x_in)
         return grad
 
-    def run(self, x: torch.Tensor, shifts: torch.Tensor, on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    def run(
+        self,
+        x: torch.Tensor,
+        shifts: torch.Tensor,
+        on_step: Optional[Callable[[], None]] = None,
+        tiling: Optional[Tiling] = None,
+    ) -> torch.Tensor:
         """``len(shifts)`` iterations on ``x`` (float32 Tensor[B, 3, h, w], in place).
 
-        ``shifts``: int32 Tensor[iterations, B, 2] on the device of ``x``.
+        ``shifts``: int32 Tensor[iterations, B, 2] on the device of ``x``. ``tiling``: compute each
+        gradient window by window (``fastdream.tiles``), with one host-side grid offset per iteration.
         """
         c = self.config
         for i in range(shifts.shape[0]):
             s = shifts[i]
-            grad = self.gradient(self._jitter(x, s))
+            x_in = self._jitter(x, s)
+            if tiling is None:
+                grad = self.gradient(x_in)
+            else:
+                grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
             self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
             if on_step is not None:
                 on_step()
         return x
+
+
+@dataclass
+class Tiling:
+    """Window-by-window gradients: core ``tile`` side and ``margin`` in pixels, and per iteration
+    the (oy, ox) offset of the grid (host ints)."""
+
+    tile: int
+    margin: int
+    offsets: Sequence[Tuple[int, int]]
 
 
 def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
