@@ -1,0 +1,123 @@
+"""``fastdream zoom`` and ``fastdream video`` in-process on tiny crops (1 octave, 1 iteration)."""
+import os
+import pathlib
+
+import pytest
+import torch
+
+from fastdream import cli
+from fastdream.image_io import load_image, sample_image_path, save_image
+from fastdream.video import VideoWriter, read_video
+
+FAST = ["--iterations", "1", "--octaves", "1", "--seed", "0", "--quiet"]
+
+
+@pytest.fixture
+def image(tmp_path):
+    path = tmp_path / "in.png"
+    save_image(load_image(sample_image_path())[:, 60:100, 150:198], path)  # 40×48
+    return path
+
+
+def run(capsys, *args):
+    code = cli.main([*map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def frames_of(path):
+    reader, fps, count = read_video(path)
+    with reader:
+        return list(reader), fps, count
+
+
+def test_zoom_gif_frames_fps_and_motion(capsys, image, tmp_path):
+    out = tmp_path / "z.gif"
+    code, stdout, err = run(capsys, "zoom", image, "-o", out, "--frames", "3", "--zoom", "1.2", "--rotate", "5",
+                            "--translate", "1,-2", "--fps", "10", *FAST)
+    assert code == 0, err
+    frames, fps, count = frames_of(out)
+    assert (len(frames), count, fps) == (3, 3, 10.0)
+    assert frames[0].shape == (3, 40, 48)
+    assert not torch.equal(frames[0], frames[2])
+
+
+def test_zoom_png_sequence_and_bar(capsys, image, tmp_path):
+    out = tmp_path / "seq"
+    code, stdout, err = run(capsys, "zoom", image, "-o", f"{out}/", "--frames", "2", "--iterations", "1", "--octaves", "1")
+    assert code == 0, err
+    assert sorted(os.listdir(out)) == ["frame_000000.png", "frame_000001.png"]
+    assert "frames" in err and "2/2" in err  # the tqdm bar over frames
+    # an existing output is refused without --overwrite, replaced with it
+    code, _, err = run(capsys, "zoom", image, "-o", out, "--frames", "2", *FAST)
+    assert code == 1 and "--overwrite" in err
+    assert run(capsys, "zoom", image, "-o", out, "--frames", "2", "--overwrite", *FAST)[0] == 0
+
+
+def test_zoom_mp4(capsys, image, tmp_path):
+    pytest.importorskip("av")
+    out = tmp_path / "z.mp4"
+    assert run(capsys, "zoom", image, "-o", out, "--frames", "2", "--fps", "8", *FAST)[0] == 0
+    frames, fps, count = frames_of(out)
+    assert (len(frames), count, fps) == (2, 2, 8.0)
+
+
+def make_clip(path, frames=4, fps=10.0):  # GIF stores durations in 10 ms steps
+    base = load_image(sample_image_path())[:, 100:140, 200:248]
+    with VideoWriter(path, fps) as writer:
+        for k in range(frames):
+            writer.write(torch.roll(base, k, dims=2))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".gif"])
+def test_video_keeps_count_size_and_fps(capsys, tmp_path, suffix):
+    if suffix == ".mp4":
+        pytest.importorskip("av")
+    source, out = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    make_clip(source)
+    code, _, err = run(capsys, "video", source, "-o", out, "--blend", "0.5", *FAST)
+    assert code == 0, err
+    frames, fps, count = frames_of(out)
+    assert (len(frames), fps) == (4, 10.0) and frames[0].shape == (3, 40, 48)
+
+
+def test_video_max_frames_blend_zero_and_sequence_input(capsys, tmp_path):
+    source = tmp_path / "in"
+    make_clip(f"{source}/", frames=3)
+    out = tmp_path / "o%02d.png"
+    code, _, err = run(capsys, "video", source, "-o", out, "--max-frames", "2", "--blend", "0", "--fps", "5", *FAST)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("o*.png")) == ["o00.png", "o01.png"]
+
+
+def test_never_over_the_input(capsys, image, tmp_path):
+    code, _, err = run(capsys, "zoom", image, "-o", image, "--overwrite", "--frames", "1", *FAST)
+    assert code == 1 and "would overwrite the input" in err
+    source = tmp_path / "clip"
+    make_clip(f"{source}/", frames=2)
+    code, _, err = run(capsys, "video", source, "-o", f"{source}/frame_%06d.png", "--overwrite", *FAST)
+    assert code == 1 and "would overwrite the input" in err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--frames", "0"], "--frames"), (["--zoom", "0"], "--zoom"), (["--zoom", "x"], "--zoom"),
+    (["--translate", "1"], "--translate"), (["--rotate", "inf"], "--rotate"), (["--fps", "-1"], "--fps"),
+])
+def test_zoom_bad_flags(capsys, image, tmp_path, args, fragment):
+    code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "z.gif", *args)
+    assert code == 2 and fragment in err
+
+
+@pytest.mark.parametrize("args, fragment", [(["--blend", "1"], "--blend"), (["--blend", "-0.1"], "--blend"),
+                                            (["--max-frames", "0"], "--max-frames")])
+def test_video_bad_flags(capsys, tmp_path, args, fragment):
+    code, _, err = run(capsys, "video", tmp_path / "in.gif", "-o", tmp_path / "o.gif", *args)
+    assert code == 2 and fragment in err
+
+
+def test_bad_output_kind_and_model_flag(capsys, image, tmp_path):
+    code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "z.txt", "--frames", "1", *FAST)
+    assert code == 1 and "output kind" in err
+    code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "z.gif", "--frames", "1", "--octave-scale", "0.5", *FAST)
+    assert code == 2 and "--octave-scale" in err
+    assert not (tmp_path / "z.gif").exists() and [p.name for p in tmp_path.iterdir()] == ["in.png"]
