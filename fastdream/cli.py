@@ -107,6 +107,16 @@ def _max_side_type(text: str) -> int:
     return value
 
 
+def _count_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _positive_float_type(text: str) -> float:
     try:
         value = float(text)
@@ -294,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zoom.add_argument("input", metavar="IMAGE", help="the image to start from")
     zoom.add_argument("-o", "--output", required=True, metavar="OUTPUT", help=_VIDEO_OUTPUT_HELP)
-    zoom.add_argument("--frames", type=_max_side_type, default=100, metavar="N", help="frames to dream (default: 100)")
+    zoom.add_argument("--frames", type=_count_type, default=100, metavar="N", help="frames to dream (default: 100)")
     zoom.add_argument(
         "--zoom", type=_positive_float_type, default=1.05, metavar="Z",
         help="zoom between frames about the centre, > 1 zooms in (default: 1.05)",
@@ -305,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     zoom.add_argument(
         "--translate", type=_translate_type, default=(0.0, 0.0), metavar="DX,DY",
-        help="shift between frames in pixels, +DX right, +DY down (default: 0,0)",
+        help="shift between frames in pixels, +DX right, +DY down; a negative DX needs the = form, "
+        "--translate=-2,1 (default: 0,0)",
     )
     zoom.add_argument("--fps", type=_positive_float_type, default=25.0, metavar="F", help="frame rate (default: 25)")
     _add_dream_options(zoom)
@@ -325,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--blend", type=_blend_type, default=0.5, metavar="B",
         help="share of the previous dreamed frame in the next input, in [0, 1) (default: 0.5)",
     )
-    video.add_argument("--max-frames", type=_max_side_type, metavar="N", help="dream only the first N frames")
+    video.add_argument("--max-frames", type=_count_type, metavar="N", help="dream only the first N frames")
     video.add_argument(
         "--fps", type=_positive_float_type, metavar="F",
         help="output frame rate (default: the input's, 25 for numbered images)",

@@ -34,7 +34,7 @@ def frames_of(path):
 def test_zoom_gif_frames_fps_and_motion(capsys, image, tmp_path):
     out = tmp_path / "z.gif"
     code, stdout, err = run(capsys, "zoom", image, "-o", out, "--frames", "3", "--zoom", "1.2", "--rotate", "5",
-                            "--translate", "1,-2", "--fps", "10", *FAST)
+                            "--translate=-1,2", "--fps", "10", *FAST)
     assert code == 0, err
     frames, fps, count = frames_of(out)
     assert (len(frames), count, fps) == (3, 3, 10.0)
