@@ -97,24 +97,22 @@ def _weights_type(text: str):
     return text  # "default" or a path; the model registry checks it
 
 
-def _max_side_type(text: str) -> int:
+def _positive_int(text: str, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _max_side_type(text: str) -> int:
+    return _positive_int(text, "a whole number of pixels")
 
 
 def _count_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+    return _positive_int(text, "a whole number")
 
 
 def _positive_float_type(text: str) -> float:
