@@ -18,7 +18,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Uni
 
 import torch
 
-from .objectives import l2, mean_activation
+from .objectives import PerLayer, l2, mean_activation, weighted_sum  # noqa: F401 - weighted_sum re-exported
 
 __all__ = [
     "CHANNEL_MODES",
@@ -31,7 +31,6 @@ __all__ = [
     "weighted_sum",
 ]
 
-PerLayer = Callable[[torch.Tensor], torch.Tensor]
 
 CHANNEL_MODES = ("strongest", "weakest", "average")
 _BASES = {"l2": l2, "mean": mean_activation}
@@ -302,32 +301,3 @@ def class_objective(indices: Sequence[int]) -> PerLayer:
         return flat.float().index_select(1, chosen.on(flat.device)).sum()
 
     return objective
-
-
-# --- composition -------------------------------------------------------------------------------
-
-
-def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]]) -> Callable[[Dict[str, torch.Tensor]], torch.Tensor]:
-    """One objective ``{layer: activations} -> scalar`` from ``(layer, weight, per_layer)`` terms.
-
-    Terms may share a layer (e.g. ``l2`` and a guide at the same layer, or a class objective on
-    the classifier's output next to a dreamed layer). Returns ``sum(weight * per_layer(acts[layer]))``.
-    """
-    terms = list(terms)
-    if not terms:
-        raise ValueError("weighted_sum: terms must hold at least one (layer, weight, objective)")
-    for term in terms:
-        if not (isinstance(term, tuple) and len(term) == 3 and isinstance(term[0], str) and callable(term[2])):
-            raise TypeError("weighted_sum: each term must be a (layer name, weight, callable) tuple")
-        if isinstance(term[1], bool) or not isinstance(term[1], numbers.Real):
-            raise TypeError(f"weighted_sum: the weight of layer {term[0]!r} must be a real number")
-
-    def total(activations: Dict[str, torch.Tensor]) -> torch.Tensor:
-        loss: Optional[torch.Tensor] = None
-        for layer, weight, per_layer in terms:
-            term = per_layer(activations[layer]).reshape(())
-            term = term if weight == 1 else term * float(weight)
-            loss = term if loss is None else loss + term
-        return loss
-
-    return total

@@ -6,11 +6,13 @@ computed in float32 whatever precision the model ran in.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Mapping, Optional, Sequence, Union
+import numbers
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 Objective = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
+PerLayer = Callable[[torch.Tensor], torch.Tensor]
 ObjectiveArg = Union[str, Callable[[torch.Tensor], torch.Tensor]]
 
 OBJECTIVES = ("l2", "mean")
@@ -30,6 +32,25 @@ def mean_activation(a: torch.Tensor) -> torch.Tensor:
 _BUILTIN = {"l2": l2, "mean": mean_activation}
 
 
+def layer_objective(objective: ObjectiveArg, channels: Optional[Sequence[int]] = None) -> PerLayer:
+    """The per-layer objective: ``objective`` (``"l2"``, ``"mean"`` or a callable
+    ``Tensor[B, C, h, w] -> scalar``) applied to the ``channels`` of an activation (all if ``None``)."""
+    base = _BUILTIN[objective] if isinstance(objective, str) else objective
+    index = None if channels is None else list(channels)
+
+    def per_layer(a: torch.Tensor) -> torch.Tensor:
+        if index is not None:
+            if max(index) >= a.shape[1]:
+                raise ValueError(f"channels: the layer has {a.shape[1]} channels, got index {max(index)}")
+            a = a[:, index]
+        term = base(a)
+        if not isinstance(term, torch.Tensor) or term.numel() != 1:
+            raise TypeError("objective: a custom objective must return a scalar tensor")
+        return term
+
+    return per_layer
+
+
 def build_objective(
     objective: ObjectiveArg,
     layer_weights: Mapping[str, float],
@@ -43,24 +64,30 @@ def build_objective(
         layer_weights: ``{layer: weight}``.
         channels: channel indices to keep at every layer, or ``None`` for all.
     """
-    per_layer = _BUILTIN[objective] if isinstance(objective, str) else objective
-    weights = dict(layer_weights)
-    index = None if channels is None else list(channels)
+    per_layer = layer_objective(objective, channels)
+    return weighted_sum([(name, weight, per_layer) for name, weight in layer_weights.items()])
+
+
+def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]]) -> Callable[[Dict[str, torch.Tensor]], torch.Tensor]:
+    """One objective ``{layer: activations} -> scalar`` from ``(layer, weight, per_layer)`` terms.
+
+    Terms may share a layer (e.g. ``l2`` and a guide at the same layer, or a class objective on
+    the classifier's output next to a dreamed layer). Returns ``sum(weight * per_layer(acts[layer]))``.
+    """
+    terms = list(terms)
+    if not terms:
+        raise ValueError("weighted_sum: terms must hold at least one (layer, weight, objective)")
+    for term in terms:
+        if not (isinstance(term, tuple) and len(term) == 3 and isinstance(term[0], str) and callable(term[2])):
+            raise TypeError("weighted_sum: each term must be a (layer name, weight, callable) tuple")
+        if isinstance(term[1], bool) or not isinstance(term[1], numbers.Real):
+            raise TypeError(f"weighted_sum: the weight of layer {term[0]!r} must be a real number")
 
     def total(activations: Dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = None
-        for name, weight in weights.items():
-            a = activations[name]
-            if index is not None:
-                if max(index) >= a.shape[1]:
-                    raise ValueError(
-                        f"channels: layer {name!r} has {a.shape[1]} channels, got index {max(index)}"
-                    )
-                a = a[:, index]
-            term = per_layer(a)
-            if not isinstance(term, torch.Tensor) or term.numel() != 1:
-                raise TypeError("objective: a custom objective must return a scalar tensor")
-            term = term.reshape(()) * weight if weight != 1.0 else term.reshape(())
+        loss: Optional[torch.Tensor] = None
+        for layer, weight, per_layer in terms:
+            term = per_layer(activations[layer]).reshape(())
+            term = term if weight == 1 else term * float(weight)
             loss = term if loss is None else loss + term
         return loss
 

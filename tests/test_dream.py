@@ -194,7 +194,7 @@ def test_channels_objective_only_grows_chosen_channels():
 
 
 def test_channel_index_out_of_range():
-    with pytest.raises(ValueError, match="channels: layer '_blocks.9' has 112 channels"):
+    with pytest.raises(ValueError, match="channels: the layer has 112 channels, got index 500"):
         fastdream.dream(_rand(3, 40, 40), channels=[500], **FAST)
 
 
