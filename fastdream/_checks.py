@@ -58,6 +58,39 @@ def check_layers(layers) -> Optional[Dict[str, float]]:
     return out
 
 
+def check_classes(classes) -> Optional[Dict[Union[str, int], float]]:
+    """``None`` | a class (name or index) | a list | ``{class: weight}`` → ``{class: weight}``."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, numbers.Integral)) and not isinstance(classes, bool):
+        classes = [classes]
+    if isinstance(classes, Mapping):
+        items = list(classes.items())
+    elif isinstance(classes, Sequence):
+        items = [(c, 1.0) for c in classes]
+    else:
+        raise TypeError(f"classes must be a class name or index, a list of them or a {{class: weight}} dict, "
+                        f"got {type(classes).__name__}")
+    if not items:
+        raise ValueError("classes must name at least one class")
+    out: Dict[Union[str, int], float] = {}
+    for c, weight in items:
+        if isinstance(c, bool) or not isinstance(c, (str, numbers.Integral)):
+            raise TypeError(f"classes: each class must be a name (str) or an index (int), got {type(c).__name__}")
+        out[c] = check_real(f"classes[{c!r}] (weight)", weight)
+    return out
+
+
+def check_sigmas(smoothing) -> Tuple[float, ...]:
+    """A sigma σ (→ the cascade σ·(0.5, 1, 2)) or a sequence of sigmas, each > 0, in pixels."""
+    if isinstance(smoothing, numbers.Real) and not isinstance(smoothing, bool):
+        sigma = check_real("smoothing", smoothing, greater_than=0.0)
+        return (0.5 * sigma, sigma, 2.0 * sigma)
+    if isinstance(smoothing, (str, bytes)) or not isinstance(smoothing, Sequence) or not smoothing:
+        raise TypeError(f"smoothing must be None, a sigma or a non-empty list of sigmas, got {smoothing!r}")
+    return tuple(check_real("smoothing sigma", s, greater_than=0.0) for s in smoothing)
+
+
 def check_channels(channels) -> Optional[List[int]]:
     if channels is None:
         return None

@@ -22,7 +22,11 @@ from . import _checks
 from .models.layers import LayerTap, resolve_layers
 from .models.prepare import fold_batchnorm, freeze
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
-from .objectives import OBJECTIVES, build_objective
+from .colors import keep_colors
+from .guides import CHANNEL_MODES, channel_objective, class_indices, class_objective, guided_objective
+from .guides import imagenet_categories, select_channels
+from .objectives import OBJECTIVES, layer_objective, weighted_sum
+from .regularizers import gaussian_smooth, laplacian_normalize
 from .octaves import octave_sizes, shift_table
 from .resize import resize_add
 from .step import StepConfig, Stepper, Tiling, autocast_context
@@ -71,6 +75,7 @@ class _Prepared:
         self.dtype = dtype
         self.channels_last = channels_last
         self.bytes_per_pixel: Optional[float] = None  # measured on first tiled use
+        self.guide_acts: Optional[Dict[str, torch.Tensor]] = None  # the guide's features, once
         if mean is None:
             self.scale = self.shift = None
         else:
@@ -124,6 +129,22 @@ class Dreamer:
         tile_margin: context in pixels around each tile, for the receptive field. Tiles, margins
             and grid offsets are rounded to multiples of 32 px (``fastdream.tiles.ALIGN``).
 
+        guide: an image (Tensor[3, H, W], uint8 or float in [0, 1]) whose features the dream
+            grows: each activation vector is pulled towards its best match in the guide's features
+            at the same layer (the original notebook's ``objective_guide``); replaces ``objective``.
+        channel_mode: ``"strongest"``, ``"weakest"`` or ``"average"``: dream only the
+            ``channel_count`` channels of each layer that are strongest / weakest / closest to the
+            mean in each input image (its mean activation per channel, at the first octave).
+        classes: ImageNet classes to grow: names (``"tabby"``, case-insensitive) or indices, a list
+            or a ``{class: weight}`` dict; maximises their logits (built-in models). Without
+            ``layers`` the classes are the whole objective, with them they are added.
+        smoothing: Gaussian smoothing of each gradient before the step: a sigma in pixels (the
+            cascade σ·(0.5, 1, 2) is averaged) or a sequence of sigmas.
+        lap_normalize: Laplacian-pyramid normalisation of each gradient with this many levels.
+        keep_colors: keep the input's colours (only the luminance is dreamed, BT.601 YCbCr).
+        init: what ``dreamer(None, size=(H, W))`` starts from: ``"noise"`` (0.5 + 0.1·N(0, 1),
+            from the seed) or ``"grey"``.
+
     A Dreamer may be called from several threads: calls on it run one at a time.
     """
 
@@ -149,6 +170,14 @@ class Dreamer:
         max_memory: Union[int, str, None] = None,
         tile_size: Optional[int] = None,
         tile_margin: int = 64,
+        guide: Optional[torch.Tensor] = None,
+        channel_mode: Optional[str] = None,
+        channel_count: int = 8,
+        classes=None,
+        smoothing=None,
+        lap_normalize: Optional[int] = None,
+        keep_colors: bool = False,
+        init: str = "noise",
     ):
         self.octaves = _checks.check_int("octaves", octaves, 1)
         self.octave_scale = _checks.check_real("octave_scale", octave_scale, greater_than=1.0)
@@ -175,7 +204,28 @@ class Dreamer:
         self.max_memory = max_memory
         self.tile_size = None if tile_size is None else _checks.check_int("tile_size", tile_size, 32)
         self.tile_margin = _checks.check_int("tile_margin", tile_margin, 0)
+        self.guide = None if guide is None else _checks.check_image(guide)
+        if self.guide is not None and self.guide.dim() != 3:
+            raise ValueError(f"guide must be one image [3, H, W], got shape {list(self.guide.shape)}")
+        if channel_mode is not None and channel_mode not in CHANNEL_MODES:
+            raise ValueError(f"channel_mode must be None or one of {CHANNEL_MODES}, got {channel_mode!r}")
+        if channel_mode is not None and self.channels is not None:
+            raise ValueError("channels and channel_mode exclude each other: pick channels by index or by mode")
+        if channel_mode is not None and guide is not None:
+            raise ValueError("guide and channel_mode exclude each other")
+        self.channel_mode = channel_mode
+        self.channel_count = _checks.check_int("channel_count", channel_count, 1)
+        self.smoothing = None if smoothing is None else _checks.check_sigmas(smoothing)
+        self.lap_normalize = None if lap_normalize is None else _checks.check_int("lap_normalize", lap_normalize, 1)
+        if not isinstance(keep_colors, bool):
+            raise TypeError(f"keep_colors must be a bool, got {type(keep_colors).__name__}")
+        self.keep_colors = keep_colors
+        if init not in ("noise", "grey"):
+            raise ValueError(f"init must be 'noise' or 'grey', got {init!r}")
+        self.init = init
+        self._objective_arg = objective
         layer_weights = _checks.check_layers(layers)
+        class_weights = _checks.check_classes(classes)
 
         if isinstance(model, nn.Module):
             if weights != "default":
@@ -187,6 +237,8 @@ class Dreamer:
             aliases: Dict[str, str] = {}
             if layer_weights is None:
                 raise ValueError("layers is required with a custom model; see fastdream.list_layers(model)")
+            if class_weights is not None:
+                raise ValueError("classes needs a built-in model (their classifier and class names are known)")
             self.mean_std = normalize
             self.min_size = 32 if min_size is None else _checks.check_int("min_size", min_size, 1)
             self._min_input = 1
@@ -196,20 +248,68 @@ class Dreamer:
             self._user_model = None
             self._base_model = freeze(self.spec.build(weights))
             aliases = self.spec.aliases
-            layer_weights = layer_weights or {self.spec.default_layer: 1.0}
+            if layer_weights is None and class_weights is None:
+                layer_weights = {self.spec.default_layer: 1.0}
             self.mean_std = normalize or (self.spec.mean, self.spec.std)
             self.min_size = self.spec.min_size if min_size is None else _checks.check_int("min_size", min_size, 1)
             self._min_input = self.spec.min_input
         else:
             raise TypeError(f"model must be a model name (str) or an nn.Module, got {type(model).__name__}")
 
+        layer_weights = layer_weights or {}
         resolved = resolve_layers(self._base_model, list(layer_weights), aliases, repr(self.model_name))
         self.layers = dict(zip(resolved, layer_weights.values()))
-        self.objective = build_objective(objective, self.layers, self.channels)
+        self.classes: Optional[Dict[int, float]] = None
+        if class_weights is not None:
+            categories = imagenet_categories(self._weights_meta())
+            indices = class_indices(list(class_weights), categories)
+            self.classes = dict(zip(indices, class_weights.values()))
+        self._tapped = list(self.layers) + ([self.spec.logits_layer] if self.classes else [])
+        self.objective = self._static_objective()
         if self._user_model is None:
-            fold_batchnorm(self._base_model, keep=self.layers)
+            fold_batchnorm(self._base_model, keep=self._tapped)
         self._prepared: Dict[tuple, _Prepared] = {}
         self._lock = threading.Lock()
+
+    # -- objectives ----------------------------------------------------------------------------
+
+    def _weights_meta(self):
+        if self.spec is None or self.spec.weights_enum is None:
+            return None
+        import torchvision.models as tvm
+
+        return getattr(tvm, self.spec.weights_enum).DEFAULT.meta
+
+    def _class_terms(self) -> list:
+        if not self.classes:
+            return []
+        return [(self.spec.logits_layer, w, class_objective([i])) for i, w in self.classes.items()]
+
+    def _static_objective(self):
+        """The objective when it depends on nothing but the options (no guide, no channel mode)."""
+        per_layer = layer_objective(self._objective_arg, self.channels)
+        return weighted_sum([(name, w, per_layer) for name, w in self.layers.items()] + self._class_terms())
+
+    def _objective_for(self, img: torch.Tensor, prepared: "_Prepared", first_size) -> Callable:
+        """This call's objective: the guide's features or the input's channel ranking are needed."""
+        if self.guide is None and self.channel_mode is None:
+            return self.objective
+        terms = []
+        with torch.no_grad():
+            if self.guide is not None:
+                if prepared.guide_acts is None:
+                    guide = self.guide.to(prepared.device, torch.float32)
+                    guide = guide / 255.0 if self.guide.dtype == torch.uint8 else guide
+                    prepared.guide_acts = prepared.features(guide.unsqueeze(0).contiguous())
+                for name, w in self.layers.items():
+                    terms.append((name, w, guided_objective(prepared.guide_acts[name])))
+            else:
+                acts = prepared.features(resize_add(img, None, first_size)[0])
+                for name, w in self.layers.items():
+                    index = select_channels(acts[name], self.channel_mode, self.channel_count)
+                    base = self._objective_arg if isinstance(self._objective_arg, str) else "l2"
+                    terms.append((name, w, channel_objective(index, base)))
+        return weighted_sum(terms + self._class_terms())
 
     # -- model per device ---------------------------------------------------------------------
 
@@ -237,19 +337,35 @@ class Dreamer:
             channels_last = True
             model = model.to(memory_format=torch.channels_last)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
-        prepared = _Prepared(model, list(self.layers), mean, std, device, dtype, channels_last)
+        prepared = _Prepared(model, self._tapped, mean, std, device, dtype, channels_last)
         self._prepared[key] = prepared
         return prepared
 
     # -- dreaming -----------------------------------------------------------------------------
 
-    def __call__(self, image: torch.Tensor, *, seed: Optional[int] = None, progress: Optional[bool] = None) -> torch.Tensor:
+    def __call__(
+        self,
+        image: Optional[torch.Tensor],
+        *,
+        seed: Optional[int] = None,
+        progress: Optional[bool] = None,
+        size: Optional[tuple] = None,
+    ) -> torch.Tensor:
         """Dream ``image``: Tensor[3, H, W] or [B, 3, H, W] (1 channel: dreamed as grey), uint8 in
         [0, 255] or float in [0, 1]. Returns a new tensor of the same shape, dtype and device.
         Images of a batch are dreamed independently (own jitter, own step normalisation).
+
+        ``image=None`` with ``size=(H, W)``: dream from the Dreamer's ``init`` (noise by default);
+        returns float32 Tensor[3, H, W] on the Dreamer's device (CPU if none was given).
         """
-        _checks.check_image(image)
         seed = self.seed if seed is None else _checks.check_seed(seed)
+        if seed is None:
+            seed = secrets.randbits(63)
+        if image is None:
+            image = self._initial_image(size, seed)
+        elif size is not None:
+            raise ValueError("size is only for image=None (dreaming from noise); resize the image yourself")
+        _checks.check_image(image)
         progress = self.progress if progress is None else progress
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
@@ -272,7 +388,7 @@ class Dreamer:
         img = img.contiguous()
 
         sizes = octave_sizes(height, width, self.octaves, self.octave_scale, self.min_size)
-        generator = torch.Generator().manual_seed(secrets.randbits(63) if seed is None else seed)
+        generator = torch.Generator().manual_seed(seed)
         tables = [shift_table(self.iterations, img.shape[0], self.jitter, generator) for _ in sizes]
 
         with self._lock:
@@ -285,6 +401,19 @@ class Dreamer:
             out = out.mul_(255.0).round_().clamp_(0, 255)
         out = out.to(device=image.device, dtype=image.dtype)
         return out if batch_in else out.squeeze(0)
+
+    def _initial_image(self, size, seed: int) -> torch.Tensor:
+        if size is None:
+            raise ValueError("size=(height, width) is required when image is None")
+        if not (isinstance(size, (tuple, list)) and len(size) == 2):
+            raise TypeError(f"size must be a (height, width) pair of ints, got {size!r}")
+        height, width = (_checks.check_int("size", v, self._min_input) for v in size)
+        if self.init == "grey":
+            image = torch.full((3, height, width), 0.5)
+        else:  # its own generator: the shift tables of a seed do not depend on the size
+            noise = torch.randn(3, height, width, generator=torch.Generator().manual_seed(seed ^ 0x5EED))
+            image = noise.mul_(0.1).add_(0.5).clamp_(0.0, 1.0)
+        return image.to(self.device or "cpu")
 
     def _tilings(self, batch, sizes, device, generator) -> list:
         """Per octave, ``None`` (whole image at once) or the ``Tiling`` its memory budget needs."""
@@ -309,9 +438,21 @@ class Dreamer:
             tilings.append(Tiling(tile, margin, grid_offsets(self.iterations, tile, generator)))
         return tilings
 
+    def _grad_transforms(self) -> list:
+        transforms = []
+        if self.smoothing is not None:
+            sigmas = self.smoothing
+            transforms.append(lambda g: gaussian_smooth(g, sigmas))
+        if self.lap_normalize is not None:
+            levels = self.lap_normalize
+            transforms.append(lambda g: laplacian_normalize(g, levels))
+        return transforms
+
     def _run(self, img, sizes, tables, tilings, device, progress) -> torch.Tensor:
         prepared = self._prepare(device)
-        stepper = Stepper(prepared.features, self.objective, StepConfig(self.step_size), _select_backend(device))
+        objective = self._objective_for(img, prepared, sizes[0])
+        stepper = Stepper(prepared.features, objective, StepConfig(self.step_size), _select_backend(device),
+                          self._grad_transforms())
         user = self._user_model
         modes = [m.training for m in user.modules()] if user is not None else None
         bar = None
@@ -329,7 +470,7 @@ class Dreamer:
                 shifts = table.to(device, non_blocking=True)
                 stepper.run(x, shifts, bar.update if bar is not None else None, tiling)
                 detail = x - base
-            return x
+            return keep_colors(img, x) if self.keep_colors else x
         finally:
             if bar is not None:
                 bar.close()
@@ -477,16 +618,25 @@ class Dreamer:
         )
 
 
-def dream(image: torch.Tensor, *, seed: Optional[int] = None, progress: bool = False, **options) -> torch.Tensor:
+def dream(
+    image: Optional[torch.Tensor],
+    *,
+    seed: Optional[int] = None,
+    progress: bool = False,
+    size: Optional[tuple] = None,
+    **options,
+) -> torch.Tensor:
     """Dream one image or a batch: ``Dreamer(**options)(image, seed=seed, progress=progress)``.
 
     ``image``: Tensor[3, H, W] or [B, 3, H, W], uint8 or float in [0, 1]; the result has the same
-    shape, dtype and device. ``options``: see :class:`Dreamer` (``model``, ``layers``, ``octaves``,
-    ``iterations``, ``step_size``, ``jitter``, ``precision``, ``device`` …). To dream many images, build
+    shape, dtype and device. ``image=None, size=(H, W)`` dreams from noise. ``options``: see
+    :class:`Dreamer` (``model``, ``layers``, ``octaves``, ``iterations``, ``step_size``, ``jitter``,
+    ``precision``, ``device``, ``guide``, ``classes``, ``smoothing`` …). To dream many images, build
     one ``Dreamer`` and call it: the model is then loaded once.
     """
-    _checks.check_image(image)
-    return Dreamer(**options)(image, seed=seed, progress=progress)
+    if image is not None:
+        _checks.check_image(image)  # before the model is loaded
+    return Dreamer(**options)(image, seed=seed, progress=progress, size=size)
 
 
 def _prefetched(items: Iterable, depth: int) -> Iterator:

@@ -39,10 +39,13 @@ class Stepper:
         objective: activations → scalar loss (summed over the batch).
         config: step size and clip bounds.
         backend: ``"reference"`` (plain torch twins) or ``"cpu-extension"``/``"cuda"`` (fused ops).
+        grad_transforms: applied in order to each whole gradient before the step (smoothing,
+            Laplacian normalisation); pure tensor functions, no host reads.
     """
 
-    def __init__(self, features: Features, objective, config: StepConfig, backend: str):
+    def __init__(self, features: Features, objective, config: StepConfig, backend: str, grad_transforms=()):
         self.features = features
+        self.grad_transforms = list(grad_transforms)
         self.objective = objective
         self.config = config
         if backend == "reference":
@@ -81,6 +84,8 @@ class Stepper:
                 grad = self.gradient(x_in)
             else:
                 grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
+            for transform in self.grad_transforms:
+                grad = transform(grad)
             self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
             if on_step is not None:
                 on_step()

@@ -39,6 +39,8 @@ class ModelSpec:
     aliases: Dict[str, str] = field(default_factory=dict)
     min_input: int = 32
     min_size: int = 32
+    logits_layer: str = "fc"
+    weights_enum: Optional[str] = None  # torchvision's weights enum, for its class names
 
 
 def _load_state_dict_file(path: Union[str, os.PathLike]) -> dict:
@@ -150,29 +152,32 @@ _ALEXNET_ALIASES = {
 _SPECS: List[ModelSpec] = [
     ModelSpec(
         "efficientnet_lite0", _build_efficientnet_lite0, "_blocks.9",
-        "EfficientNet-Lite0, ImageNet; weights ship with the package (offline default)",
+        "EfficientNet-Lite0, ImageNet; weights ship with the package (offline default)", logits_layer="_fc",
     ),
     ModelSpec(
         "googlenet", _torchvision_builder("googlenet", "GoogLeNet_Weights", aux_logits=False, init_weights=True),
         "inception4c", "GoogLeNet (Inception v1), the seed's model; inception4c = inception_4c/output",
+        weights_enum="GoogLeNet_Weights",
     ),
     ModelSpec(
         "vgg16", _torchvision_builder("vgg16", "VGG16_Weights"), "relu4_3", "VGG-16",
-        aliases=_vgg_aliases((2, 2, 3, 3, 3)),
+        aliases=_vgg_aliases((2, 2, 3, 3, 3)), logits_layer="classifier.6", weights_enum="VGG16_Weights",
     ),
     ModelSpec(
         "vgg19", _torchvision_builder("vgg19", "VGG19_Weights"), "relu4_4", "VGG-19",
-        aliases=_vgg_aliases((2, 2, 4, 4, 4)),
+        aliases=_vgg_aliases((2, 2, 4, 4, 4)), logits_layer="classifier.6", weights_enum="VGG19_Weights",
     ),
     ModelSpec(
         "inception_v3",
         _torchvision_builder("inception_v3", "Inception_V3_Weights", aux_logits=False, init_weights=True),
-        "Mixed_5d", "Inception v3", min_input=75, min_size=75,
+        "Mixed_5d", "Inception v3", min_input=75, min_size=75, weights_enum="Inception_V3_Weights",
     ),
-    ModelSpec("resnet50", _torchvision_builder("resnet50", "ResNet50_Weights"), "layer3", "ResNet-50"),
+    ModelSpec("resnet50", _torchvision_builder("resnet50", "ResNet50_Weights"), "layer3", "ResNet-50",
+              weights_enum="ResNet50_Weights"),
     ModelSpec(
         "alexnet", _torchvision_builder("alexnet", "AlexNet_Weights"), "conv5", "AlexNet",
-        aliases=_ALEXNET_ALIASES, min_input=63, min_size=63,
+        aliases=_ALEXNET_ALIASES, min_input=63, min_size=63, logits_layer="classifier.6",
+        weights_enum="AlexNet_Weights",
     ),
 ]
 
