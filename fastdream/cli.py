@@ -43,7 +43,22 @@ _FLAGS = {
     "device": "--device",
     "precision": "--precision",
     "seed": "--seed",
+    "max_memory": "--max-memory",
+    "tile_size": "--tile-size",
+    "tile_margin": "--tile-margin",
+    "channel_mode": "--channel-mode",
+    "channel_count": "--channel-count",
+    "classes": "--classes",
+    "smoothing": "--smoothing",
+    "lap_normalize": "--lap-normalize",
+    "keep_colors": "--keep-colors",
+    "init": "--init",
+    "guide": "--guide",
+    "batch_size": "--batch-size",
+    "size": "--noise",
 }
+# The entries of _FLAGS that are not passed to Dreamer(...) as they are.
+_NOT_OPTIONS = ("seed", "weights", "guide", "batch_size", "size")
 
 
 class UsageError(Exception):
@@ -59,27 +74,39 @@ class _Job:
 # --- argument types ----------------------------------------------------------------------------
 
 
-def _layers_type(text: str):
-    """``a,b`` -> ``["a", "b"]``; ``a:1,b:0.5`` -> ``{"a": 1.0, "b": 0.5}`` (a missing weight is 1)."""
-    names: Dict[str, float] = {}
+def _weighted_names(text: str, what: str, convert=str):
+    """``a,b`` -> ``[a, b]``; ``a:1,b:0.5`` -> ``{a: 1.0, b: 0.5}`` (a missing weight is 1);
+    each name passed through ``convert``."""
+    names: Dict[object, float] = {}
     weighted = False
     for part in text.split(","):
         part = part.strip()
         name, sep, weight = part.rpartition(":") if ":" in part else (part, "", "")
         name = name.strip()
         if not name:
-            raise argparse.ArgumentTypeError(f"empty layer name in {text!r}")
+            raise argparse.ArgumentTypeError(f"empty {what} name in {text!r}")
+        key = convert(name)
         if sep:
             weighted = True
             try:
-                names[name] = float(weight)
+                names[key] = float(weight)
             except ValueError:
                 raise argparse.ArgumentTypeError(
-                    f"bad weight {weight!r} for layer {name!r} (expected NAME or NAME:WEIGHT)"
+                    f"bad weight {weight!r} for {what} {name!r} (expected NAME or NAME:WEIGHT)"
                 ) from None
         else:
-            names[name] = 1.0
+            names[key] = 1.0
     return names if weighted else list(names)
+
+
+def _layers_type(text: str):
+    """``a,b`` -> ``["a", "b"]``; ``a:1,b:0.5`` -> ``{"a": 1.0, "b": 0.5}`` (a missing weight is 1)."""
+    return _weighted_names(text, "layer")
+
+
+def _classes_type(text: str):
+    """``tabby,285`` -> ``["tabby", 285]``; ``tabby:2,285`` -> ``{"tabby": 2.0, 285: 1.0}``."""
+    return _weighted_names(text, "class", lambda name: int(name) if name.isdigit() else name)
 
 
 def _channels_type(text: str) -> List[int]:
@@ -142,6 +169,49 @@ def _translate_type(text: str) -> tuple:
     return tuple(_finite_float_type(part.strip()) for part in parts)
 
 
+_BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _memory_type(text: str):
+    """``auto``, a byte count, or a size with a binary unit: ``512M``, ``2G``, ``1.5GiB``."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected bytes such as 2G, 512M, 1000000 or auto, got {text!r}")
+    value = int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def _non_negative_int_type(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _smoothing_type(text: str):
+    """``SIGMA`` -> a float (the API's cascade 0.5σ, σ, 2σ); ``S1,S2,...`` -> a list of sigmas."""
+    sigmas = [_positive_float_type(part.strip()) for part in text.split(",")]
+    return sigmas[0] if len(sigmas) == 1 else sigmas
+
+
+def _size_type(text: str) -> tuple:
+    """``WxH`` -> ``(H, W)``, the API's order."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 640x480, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"width and height must be >= 1, got {text!r}")
+    return height, width
+
+
 def _blend_type(text: str) -> float:
     value = _finite_float_type(text)
     if not 0.0 <= value < 1.0:
@@ -179,15 +249,20 @@ outputs:
   INPUTs, or a folder (every .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff file in it,
   sorted, not recursive, hidden files skipped), need -o FOLDER: it is created if
   missing (its parent must exist) and gets <stem>.<format> per input. -o is always
-  required, --demo included. Inputs are never overwritten (not even with
-  --overwrite); other existing outputs only with --overwrite. Files are written
-  atomically. If some images fail, the rest are still dreamed; the exit code is
-  then 1.
+  required, --demo and --noise included. Inputs are never overwritten (not even
+  with --overwrite); other existing outputs only with --overwrite, or skipped
+  with --resume. Files are written atomically, each as soon as it is dreamed.
+  If some images fail (unreadable, too small), the rest are still dreamed, a
+  summary counts them and the exit code is then 1.
 
 examples:
   fastdream dream --demo -o cat.png --max-side 300
   fastdream dream photo.jpg -o dream.jpg --layers _blocks.9:1,_blocks.11:0.5
   fastdream dream holiday/ -o dreams/ --iterations 20 --octaves 5 --seed 7
+  fastdream dream holiday/ -o dreams/ --batch-size 4 --resume
+  fastdream dream huge.tif -o huge.png --max-memory 2G
+  fastdream dream photo.jpg -o cat.png --classes tabby:2,285 --smoothing 1 --keep-colors
+  fastdream dream --noise 640x480 -o noise.png --lap-normalize 4 --seed 3
 """
 
 
@@ -213,7 +288,7 @@ def _add_dream_options(parser: argparse.ArgumentParser) -> None:
         "--max-side",
         type=_max_side_type,
         metavar="N",
-        help="first downscale inputs whose long side exceeds N pixels (handy on the CPU)",
+        help="first downscale inputs (and --guide) whose long side exceeds N pixels (handy on the CPU)",
     )
 
     model = parser.add_argument_group("model")
@@ -255,6 +330,55 @@ def _add_dream_options(parser: argparse.ArgumentParser) -> None:
     )
     algo.add_argument("--seed", type=int, help="seed of the random shifts, for repeatable results")
 
+    creative = parser.add_argument_group("what to dream")
+    creative.add_argument(
+        "--guide", metavar="IMAGE",
+        help="grow the features of this image instead of --objective's (default: none)",
+    )
+    creative.add_argument(
+        "--channel-mode", choices=("strongest", "weakest", "average"),
+        help="dream only the --channel-count channels of each layer that are strongest / weakest / "
+        "closest to the mean in each image (default: all channels)",
+    )
+    creative.add_argument(
+        "--channel-count", type=_count_type, metavar="N",
+        help="channels picked by --channel-mode (default: 8)",
+    )
+    creative.add_argument(
+        "--classes", type=_classes_type, metavar="CLASS[:W],...",
+        help="ImageNet classes to grow, names (tabby) or indices (285), each optionally weighted as "
+        "CLASS:WEIGHT; alone, or added to --layers (default: none)",
+    )
+    creative.add_argument(
+        "--smoothing", type=_smoothing_type, metavar="SIGMA[,SIGMA...]",
+        help="Gaussian smoothing of each gradient, sigma in pixels (one SIGMA: the cascade "
+        "0.5, 1, 2 x SIGMA) (default: none)",
+    )
+    creative.add_argument(
+        "--lap-normalize", type=_count_type, metavar="LEVELS",
+        help="Laplacian-pyramid normalisation of each gradient with LEVELS levels (default: none)",
+    )
+    creative.add_argument(
+        "--keep-colors", action="store_true", default=None,
+        help="keep the input's colours, dream only the luminance (default: off)",
+    )
+
+    memory = parser.add_argument_group("memory")
+    memory.add_argument(
+        "--max-memory", type=_memory_type, metavar="BYTES|auto",
+        help="memory budget of one dream on its device, such as 2G, 512M, a byte count, or auto (what is "
+        "free now); larger images are dreamed tile by tile (default: no budget)",
+    )
+    memory.add_argument(
+        "--tile-size", type=_max_side_type, metavar="PX",
+        help="force square tiles of PX pixels a side, >= 32, rounded down to a multiple of 32 "
+        "(default: from --max-memory)",
+    )
+    memory.add_argument(
+        "--tile-margin", type=_non_negative_int_type, metavar="PX",
+        help="context around each tile, rounded up to 32 (default: 64)",
+    )
+
     hardware = parser.add_argument_group("hardware")
     hardware.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     hardware.add_argument(
@@ -287,7 +411,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", required=True, metavar="OUTPUT", help="output file (one input) or folder (several)"
     )
     dream.add_argument(
+        "--noise", type=_size_type, metavar="WxH",
+        help="dream from noise of this size (see --init) instead of INPUT; needs -o FILE",
+    )
+    dream.add_argument(
+        "--init", choices=("noise", "grey"),
+        help="what --noise starts from: noise (0.5 + 0.1 N(0, 1), from --seed) or flat grey (default: noise)",
+    )
+    dream.add_argument(
         "--format", choices=_FORMATS, help="output format for folder outputs (default: png)"
+    )
+    dream.add_argument(
+        "--batch-size", type=_count_type, default=1, metavar="N",
+        help="dream up to N same-size images at once; with --seed S batch k uses S+k (default: 1: "
+        "one at a time, every image with seed S)",
+    )
+    dream.add_argument(
+        "--resume", action="store_true",
+        help="skip inputs whose output exists (to finish an interrupted run); excludes --overwrite",
     )
     _add_dream_options(dream)
     dream.set_defaults(handler=_cmd_dream)
@@ -378,10 +519,17 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_dream(args) -> int:
-    if args.demo and args.inputs:
-        raise UsageError("give either INPUT files/folders or --demo, not both")
-    if not args.demo and not args.inputs:
-        raise UsageError("give INPUT files/folders to dream, or --demo for the sample photo")
+    given = [name for name, on in (("INPUT", args.inputs), ("--demo", args.demo), ("--noise", args.noise)) if on]
+    if len(given) > 1:
+        raise UsageError(f"give INPUT files/folders, --demo or --noise, not both {given[0]} and {given[1]}")
+    if not given:
+        raise UsageError("give INPUT files/folders to dream, --demo for the sample photo or --noise WxH")
+    if args.init is not None and args.noise is None:
+        raise UsageError("--init applies to --noise only")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume and --overwrite exclude each other: skip existing outputs or replace them")
+    if args.noise is not None:
+        return _dream_noise(args)
     jobs, out_folder = _plan(args)
     dreamer = _build_dreamer(args)
     if out_folder is not None:
@@ -389,14 +537,46 @@ def _cmd_dream(args) -> int:
     return _run(jobs, dreamer, args)
 
 
+def _dream_noise(args) -> int:
+    """``--noise WxH -o FILE``: one image dreamed from the Dreamer's ``init``."""
+    from .image_io import save_image
+
+    output = pathlib.Path(args.output)
+    _check_file_output(args)
+    if output.exists() and not args.overwrite:
+        if args.resume:
+            _say_skipped(args, 1)
+            return 0
+        raise FileExistsError(f"output exists: {output} (use --overwrite to replace it)")
+    dreamer = _build_dreamer(args)
+    height, width = args.noise
+    try:
+        result = dreamer(None, size=(height, width), seed=args.seed, progress=not args.quiet)
+    except ValueError as exc:
+        if "size" not in str(exc).split(" ", 1)[0]:
+            raise
+        raise UsageError(f"--noise {width}x{height}: {_one_line(exc)}") from None
+    save_image(result, output, overwrite=args.overwrite)
+    if not args.quiet:
+        print(output)
+    return 0
+
+
 def _build_dreamer(args):
     import fastdream
 
     options = {
-        name: getattr(args, name)
+        name: getattr(args, name, None)
         for name in _FLAGS
-        if name not in ("seed", "weights") and getattr(args, name) is not None
+        if name not in _NOT_OPTIONS and getattr(args, name, None) is not None
     }
+    if args.channel_count is not None and args.channel_mode is None:
+        raise UsageError("--channel-count needs --channel-mode")
+    if args.guide is not None:
+        try:
+            options["guide"] = _load_limited(pathlib.Path(args.guide), args.max_side)
+        except (ValueError, OSError) as exc:
+            raise OSError(f"--guide: {_one_line(exc)}") from None
     try:
         return fastdream.Dreamer(weights=args.weights, **options)
     except (ValueError, TypeError) as exc:
@@ -409,7 +589,8 @@ def _flag_message(exc: BaseException) -> str:
     match = re.match(r"([a-z_]+)\b", text)
     if match and match.group(1) in _FLAGS:
         text = _FLAGS[match.group(1)] + text[match.end():]
-    return text
+    # Names with an underscore cannot be ordinary words: "guide and channel_mode exclude each other".
+    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: _FLAGS.get(m.group(0), m.group(0)), text)
 
 
 # --- planning: inputs -> outputs, all checked before anything is dreamed ------------------------
@@ -481,28 +662,36 @@ def _plan(args) -> tuple[List[_Job], Optional[pathlib.Path]]:
         jobs = [_Job(src, output / (src.stem + suffix)) for src in sources]
         folder: Optional[pathlib.Path] = output
     else:
-        out_suffix = output.suffix.lower()
-        if out_suffix not in IMAGE_SUFFIXES:
-            raise UsageError(
-                f"cannot tell the output format from {args.output!r}; "
-                f"use one of {', '.join(IMAGE_SUFFIXES)} (or an existing folder)"
-            )
-        if args.format and _FORMAT_FAMILY.get(args.format, args.format) != _FORMAT_FAMILY.get(
-            out_suffix[1:], out_suffix[1:]
-        ):
-            raise UsageError(f"--format {args.format} contradicts the suffix of -o {args.output}")
-        parent = output.absolute().parent
-        if not parent.is_dir():
-            raise FileNotFoundError(f"output folder does not exist: {parent}")
+        _check_file_output(args)
         jobs = [_Job(sources[0], output)]
         folder = None
 
-    _check_outputs(jobs, sources, args.overwrite)
-    return jobs, folder
+    return _check_outputs(jobs, sources, args), folder
 
 
-def _check_outputs(jobs: Sequence[_Job], sources: Sequence[pathlib.Path], overwrite: bool) -> None:
-    """Refuses outputs that are inputs (by path or by inode: hard links), shared or existing."""
+def _check_file_output(args) -> None:
+    """-o FILE: a known image suffix that agrees with --format, in a folder that exists."""
+    from .image_io import IMAGE_SUFFIXES
+
+    output = pathlib.Path(args.output)
+    out_suffix = output.suffix.lower()
+    if out_suffix not in IMAGE_SUFFIXES:
+        what = "(--noise needs -o FILE)" if args.noise is not None else "(or an existing folder)"
+        raise UsageError(
+            f"cannot tell the output format from {args.output!r}; use one of {', '.join(IMAGE_SUFFIXES)} {what}"
+        )
+    if args.format and _FORMAT_FAMILY.get(args.format, args.format) != _FORMAT_FAMILY.get(
+        out_suffix[1:], out_suffix[1:]
+    ):
+        raise UsageError(f"--format {args.format} contradicts the suffix of -o {args.output}")
+    parent = output.absolute().parent
+    if not parent.is_dir():
+        raise FileNotFoundError(f"output folder does not exist: {parent}")
+
+
+def _check_outputs(jobs: Sequence[_Job], sources: Sequence[pathlib.Path], args) -> List[_Job]:
+    """Refuses outputs that are inputs (by path or by inode: hard links), shared or existing; returns
+    the jobs to run (with --resume, those whose output does not exist yet)."""
     inputs = {src.resolve(): src for src in sources}
     inodes = {_inode(src): src for src in sources}
     claimed: Dict[pathlib.Path, pathlib.Path] = {}
@@ -522,12 +711,23 @@ def _check_outputs(jobs: Sequence[_Job], sources: Sequence[pathlib.Path], overwr
         claimed[dest] = job.source
         if job.dest.exists():
             existing.append(job.dest)
-    if existing and not overwrite:
+    if existing and args.resume:
+        _say_skipped(args, len(existing))
+        return [job for job in jobs if job.dest not in existing]
+    if existing and not args.overwrite:
         if len(existing) == 1:
-            raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+            raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it, --resume to skip it)")
         raise FileExistsError(
-            f"{len(existing)} outputs exist, first {existing[0]} (use --overwrite to replace them)"
+            f"{len(existing)} outputs exist, first {existing[0]} (use --overwrite to replace them, "
+            "--resume to skip them)"
         )
+    return list(jobs)
+
+
+def _say_skipped(args, count: int) -> None:
+    if not args.quiet:
+        print(f"skipped {count} {'image' if count == 1 else 'images'} whose output exists (--resume)",
+              file=sys.stderr)
 
 
 def _inode(path: pathlib.Path) -> tuple:
@@ -552,34 +752,76 @@ def _limit_side(image, max_side: int):
     return small[0].round().clamp(0, 255).to(torch.uint8)
 
 
+def _load_limited(path: pathlib.Path, max_side: Optional[int]):
+    from .image_io import load_image
+
+    image = load_image(path)
+    return image if max_side is None else _limit_side(image, max_side)
+
+
+def _dreamed(jobs: Sequence[_Job], dreamer, args, per_file_errors):
+    """Per job, in order: the dreamed image or the exception that stopped it."""
+
+    def images():  # a bad file is handed on as its exception: a generator that raises is over
+        for job in jobs:
+            try:
+                yield _load_limited(job.source, args.max_side)
+            except per_file_errors as exc:
+                yield exc
+
+    if args.batch_size == 1 or len(jobs) == 1:
+        # One at a time, every image with --seed as it is (dream_many would give image k seed + k).
+        for image in images():
+            if isinstance(image, BaseException):
+                yield image
+                continue
+            try:
+                yield dreamer(image, seed=args.seed, progress=not args.quiet)
+            except per_file_errors as exc:
+                yield exc
+        return
+    yield from dreamer.dream_many(images(), args.batch_size, seed=args.seed, progress=False, errors="return")
+
+
 def _run(jobs: Sequence[_Job], dreamer, args) -> int:
     import torch
     from tqdm import tqdm
 
-    from .image_io import load_image, save_image
+    from .image_io import save_image
 
     per_file_errors = (ValueError, TypeError, OSError, torch.OutOfMemoryError)
     done = 0
-    bar = tqdm(jobs, desc="images", unit="image", file=sys.stderr, disable=args.quiet or len(jobs) < 2)
-    for job in bar:
-        try:
-            image = load_image(job.source)
-            if args.max_side is not None:
-                image = _limit_side(image, args.max_side)
-            result = dreamer(image, seed=args.seed, progress=not args.quiet)
-            save_image(result, job.dest, overwrite=args.overwrite)
-        except per_file_errors as exc:
-            message = _one_line(exc)
-            if str(job.source) not in message:
-                message = f"{job.source}: {message}"
-            if isinstance(exc, torch.OutOfMemoryError):
-                message += " (try --max-side)"
-            tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
-            continue
-        done += 1
-        if not args.quiet:
-            tqdm.write(str(job.dest), file=sys.stdout)
-    bar.close()
+    bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr, disable=args.quiet or len(jobs) < 2)
+
+    def report(job, exc):
+        message = _one_line(exc)
+        if str(job.source) not in message:
+            message = f"{job.source}: {message}"
+        if isinstance(exc, torch.OutOfMemoryError):
+            message += " (try --max-side, --max-memory" + (" or a smaller --batch-size)" if args.batch_size > 1 else ")")
+        tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
+
+    results = _dreamed(jobs, dreamer, args, per_file_errors)
+    seen = 0
+    try:
+        for job, result in zip(jobs, results):
+            seen += 1
+            bar.update()
+            if not isinstance(result, BaseException):
+                try:
+                    save_image(result, job.dest, overwrite=args.overwrite)
+                except per_file_errors as exc:
+                    result = exc
+            if isinstance(result, BaseException):
+                report(job, result)
+                continue
+            done += 1
+            if not args.quiet:
+                tqdm.write(str(job.dest), file=sys.stdout)
+    except torch.OutOfMemoryError as exc:  # a batch too large: it and the rest are not attempted
+        report(jobs[seen], exc)
+    finally:
+        bar.close()
     failed = len(jobs) - done
     if failed or (len(jobs) > 1 and not args.quiet):
         print(f"dreamed {done} of {len(jobs)} images, {failed} failed", file=sys.stderr)
@@ -661,20 +903,20 @@ def _cmd_video(args) -> int:
     _check_video_output(args.output, source, args.overwrite)
     frames, fps, count = read_video(args.input)
     total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
+
+    def inputs():  # float frames: the feedback blends the unquantised dreamed frame, as it is written
+        for index, frame in enumerate(frames):
+            if args.max_frames is not None and index >= args.max_frames:
+                return
+            if args.max_side is not None:
+                frame = _limit_side(frame, args.max_side)
+            yield frame.to(torch.float32).div_(255.0)
+
     with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
         dreamer = _build_dreamer(args)
-        previous = None
         with _frame_bar(args, total) as bar:
-            for index, frame in enumerate(frames):
-                if args.max_frames is not None and index >= args.max_frames:
-                    break
-                if args.max_side is not None:
-                    frame = _limit_side(frame, args.max_side)
-                x = frame.to(torch.float32).div_(255.0)
-                if previous is not None and args.blend > 0:
-                    x = x.mul_(1.0 - args.blend).add_(previous, alpha=args.blend)
-                previous = dreamer(x, seed=_frame_seed(args.seed, index), progress=False)
-                writer.write(previous)
+            for dreamed in dreamer.stream(inputs(), blend=args.blend, seed=args.seed, progress=False):
+                writer.write(dreamed)
                 bar.update()
     if not args.quiet:
         print(args.output)
