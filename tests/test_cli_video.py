@@ -121,3 +121,25 @@ def test_bad_output_kind_and_model_flag(capsys, image, tmp_path):
     code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "z.gif", "--frames", "1", "--octave-scale", "0.5", *FAST)
     assert code == 2 and "--octave-scale" in err
     assert not (tmp_path / "z.gif").exists() and [p.name for p in tmp_path.iterdir()] == ["in.png"]
+
+
+def test_video_matches_the_blend_loop_it_replaced(capsys, tmp_path):
+    """``video`` runs through Dreamer.stream: frame k seeded seed + k, its input blended with the
+    previous dreamed frame (unquantised), as the CLI's own loop did before."""
+    import fastdream
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_clip(f"{source}/", frames=3)
+    code, _, err = run(capsys, "video", source, "-o", f"{out}/", "--blend", "0.4", *FAST)
+    assert code == 0, err
+    dreamer = fastdream.Dreamer(iterations=1, octaves=1)
+    frames, _, _ = frames_of(f"{source}/")
+    previous = None
+    for k, frame in enumerate(frames):
+        x = frame.to(torch.float32).div_(255.0)
+        if previous is not None:
+            x = x.mul_(0.6).add_(previous, alpha=0.4)
+        previous = dreamer(x, seed=k, progress=False)
+        expected = previous.mul(255).round().clamp(0, 255).to(torch.uint8)
+        got = load_image(out / f"frame_{k:06d}.png")
+        assert (got.int() - expected.int()).abs().max() <= 1, k  # lerp vs mul-add: float rounding only
