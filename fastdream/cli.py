@@ -1,12 +1,13 @@
 """The ``fastdream`` command: dream image files and folders, list models and layers.
 
-``fastdream dream INPUT... -o OUTPUT [options]``, ``fastdream zoom IMAGE -o OUTPUT [options]``,
-``fastdream video INPUT -o OUTPUT [options]``, ``fastdream models``, ``fastdream layers MODEL``,
-``fastdream --version``. Run ``fastdream dream --help`` for the options.
+``fastdream dream INPUT... -o OUTPUT [options]`` (``--demo`` or ``--noise WxH`` instead of INPUT;
+several inputs go through ``Dreamer.dream_many``), ``fastdream zoom IMAGE -o OUTPUT [options]``,
+``fastdream video INPUT -o OUTPUT [options]`` (``Dreamer.stream``), ``fastdream models``,
+``fastdream layers MODEL``, ``fastdream --version``. Run ``fastdream dream --help`` for the options.
 
 Exit codes: 0 success; 1 a runtime failure (missing input, existing output, weights that cannot be
-loaded, or any image that failed); 2 a usage error (bad flag value, unknown model or layer);
-130 interrupted (Ctrl-C). Errors are one line, ``fastdream: error: ...``, on stderr.
+loaded, or any image that failed); 2 a usage error (bad flag value or combination, unknown model,
+layer or class); 130 interrupted (Ctrl-C). Errors are one line, ``fastdream: error: ...``, on stderr.
 
 The library (and so torch) is imported only when a command runs, so ``--help`` stays fast.
 """
