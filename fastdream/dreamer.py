@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from . import _checks
 from .models.layers import LayerTap, resolve_layers
-from .models.prepare import fold_batchnorm, freeze
+from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .colors import keep_colors
 from .guides import CHANNEL_MODES, channel_objective, class_indices, class_objective, guided_objective
@@ -268,6 +268,7 @@ class Dreamer:
         self.objective = self._static_objective()
         if self._user_model is None:
             fold_batchnorm(self._base_model, keep=self._tapped)
+            enable_inplace_activations(self._base_model, keep=self._tapped)
         self._prepared: Dict[tuple, _Prepared] = {}
         self._lock = threading.Lock()
 

@@ -157,3 +157,30 @@ def test_offline_torchvision_weights_give_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     with pytest.raises(fastdream.WeightsUnavailableError, match=r"checkpoints.*weights='path/to/file.pth'"):
         get_spec("alexnet").build("default")
+
+
+@pytest.mark.parametrize("name,layers", [
+    ("efficientnet_lite0", ["_blocks.9"]),
+    ("efficientnet_lite0", ["_blocks.3._bn1", "_conv_stem"]),  # pre-activation outputs kept
+    ("vgg16", ["features.21", "features.23"]),                   # conv4_3 (before its ReLU), pool4
+    ("resnet50", ["layer2.1.bn2", "layer3"]),
+    ("alexnet", ["features.3"]),
+])
+def test_inplace_activations_change_nothing(name, layers):
+    from fastdream.models.prepare import enable_inplace_activations
+
+    spec = get_spec(name)
+    plain = freeze(spec.build("default" if name == "efficientnet_lite0" else None))
+    fast = copy.deepcopy(plain)
+    assert enable_inplace_activations(fast, keep=layers) > 0
+    x = torch.rand(1, 3, 67, 71, generator=torch.Generator().manual_seed(0))
+    grads, acts = [], []
+    for model in (plain, fast):
+        v = x.clone().requires_grad_(True)
+        out = LayerTap(model, layers)(v)
+        loss = sum(0.5 * (a * a).sum() for a in out.values())
+        grads.append(torch.autograd.grad(loss, v)[0])
+        acts.append({k: a.detach() for k, a in out.items()})
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+    for k in layers:
+        torch.testing.assert_close(acts[1][k], acts[0][k], rtol=0, atol=0)

@@ -61,3 +61,46 @@ def fold_batchnorm(model: nn.Module, keep: Iterable[str] = ()) -> int:
             children[bn_name] = nn.Identity()
             folded += 1
     return folded
+
+
+def enable_inplace_activations(model: nn.Module, keep: Iterable[str]) -> int:
+    """Let activations overwrite their input where no kept layer's output would be changed by it.
+
+    ``freeze`` turns in-place ReLUs off so that any layer's output can be kept; this turns them
+    back on where it is safe, for the built-in architectures: a ReLU in an ``nn.Sequential`` unless
+    the layer just before it is kept, a ReLU of another module (ResNet's shared ``relu``) unless a
+    layer inside that module is kept, and EfficientNet-Lite0's ReLU6s unless a layer inside their
+    block (or the stem / head) is kept. Returns how many activations were switched.
+    """
+    from .efficientnet_lite import EfficientNetLite0, MBConvBlock
+
+    kept: Set[str] = set(keep)
+
+    def inside(prefix: str) -> bool:
+        return any(k == prefix or k.startswith(prefix + ".") for k in kept)
+
+    switched = 0
+    for name, module in model.named_modules():
+        if isinstance(module, MBConvBlock):
+            module.inplace = not any(k.startswith(name + ".") for k in kept)
+            switched += module.inplace
+        elif isinstance(module, EfficientNetLite0):
+            module.inplace_stem = not (inside("_conv_stem") or inside("_bn0"))
+            module.inplace_head = not (inside("_conv_head") or inside("_bn1"))
+            switched += module.inplace_stem + module.inplace_head
+        for child_name, child in module.named_children():
+            if not isinstance(child, (nn.ReLU, nn.ReLU6)):
+                continue
+            qualified = f"{name}.{child_name}" if name else child_name
+            if qualified in kept:
+                continue
+            if isinstance(module, nn.Sequential):
+                index = int(child_name)
+                before = f"{name}.{index - 1}" if name else str(index - 1)
+                safe = index > 0 and before not in kept
+            else:
+                safe = not inside(name) if name else False
+            if safe:
+                child.inplace = True
+                switched += 1
+    return switched
