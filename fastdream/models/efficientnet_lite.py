@@ -49,6 +49,33 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+class _ReLU6Inplace(torch.autograd.Function):
+    """ReLU6 in place whose backward reads the output: autograd's own ``hardtanh_`` keeps a copy
+    of the input for its backward, which costs a full pass over every activation."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x.clamp_(0.0, 6.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (y,) = ctx.saved_tensors
+        # 0 < y < 6 exactly where 0 < x < 6: the output carries the mask.
+        return torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
+
+
+def relu6(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """``F.relu6``, or the in-place variant above when ``inplace`` and autograd is recording."""
+    if not inplace:
+        return F.relu6(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReLU6Inplace.apply(x)
+    return x.clamp_(0.0, 6.0)
+
+
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
@@ -75,8 +102,8 @@ class MBConvBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=self.inplace)
-        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=self.inplace)
+            y = relu6(self._bn0(self._expand_conv(y)), self.inplace)
+        y = relu6(self._bn1(self._depthwise_conv(y)), self.inplace)
         y = self._bn2(self._project_conv(y))
         return y + x if self.skip else y
 
@@ -105,9 +132,9 @@ class EfficientNetLite0(nn.Module):
         self.inplace_stem = self.inplace_head = False  # see MBConvBlock.inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)), inplace=self.inplace_stem)
+        x = relu6(self._bn0(self._conv_stem(x)), self.inplace_stem)
         x = self._blocks(x)
-        x = F.relu6(self._bn1(self._conv_head(x)), inplace=self.inplace_head)
+        x = relu6(self._bn1(self._conv_head(x)), self.inplace_head)
         x = self._avg_pooling(x).flatten(1)
         return self._fc(self._dropout(x))
 
