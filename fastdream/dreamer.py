@@ -23,6 +23,7 @@ from .models.layers import LayerTap, resolve_layers
 from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .colors import keep_colors
+from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .guides import CHANNEL_MODES, channel_objective, class_indices, class_objective, guided_objective
 from .guides import imagenet_categories, select_channels
 from .objectives import OBJECTIVES, layer_objective, weighted_sum
@@ -76,6 +77,7 @@ class _Prepared:
         self.channels_last = channels_last
         self.bytes_per_pixel: Optional[float] = None  # measured on first tiled use
         self.guide_acts: Optional[Dict[str, torch.Tensor]] = None  # the guide's features, once
+        self.graphs = GraphCache()  # captured CUDA iterations, kept across calls (fastdream.graphs)
         if mean is None:
             self.scale = self.shift = None
         else:
@@ -144,6 +146,12 @@ class Dreamer:
         keep_colors: keep the input's colours (only the luminance is dreamed, BT.601 YCbCr).
         init: what ``dreamer(None, size=(H, W))`` starts from: ``"noise"`` (0.5 + 0.1·N(0, 1),
             from the seed) or ``"grey"``.
+        cuda_graphs: on CUDA with the compiled kernels, capture one iteration per octave shape in a
+            CUDA graph and replay it (``fastdream.graphs``); same result, less launch overhead.
+            Graphs are kept across calls. Tiled octaves, ``guide`` and ``channel_mode`` (their
+            objective is built per call) run eagerly, and so does a model or objective that cannot
+            be captured (one ``RuntimeWarning``). ``torch.backends.cudnn.benchmark`` is yours to
+            set; ``True`` is usually faster on GPUs (the autotuning runs before the capture).
 
     A Dreamer may be called from several threads: calls on it run one at a time.
     """
@@ -178,6 +186,7 @@ class Dreamer:
         lap_normalize: Optional[int] = None,
         keep_colors: bool = False,
         init: str = "noise",
+        cuda_graphs: bool = True,
     ):
         self.octaves = _checks.check_int("octaves", octaves, 1)
         self.octave_scale = _checks.check_real("octave_scale", octave_scale, greater_than=1.0)
@@ -223,6 +232,10 @@ class Dreamer:
         if init not in ("noise", "grey"):
             raise ValueError(f"init must be 'noise' or 'grey', got {init!r}")
         self.init = init
+        if not isinstance(cuda_graphs, bool):
+            raise TypeError(f"cuda_graphs must be a bool, got {type(cuda_graphs).__name__}")
+        self.cuda_graphs = cuda_graphs
+        self._graph_notice = FallbackNotice()
         self._objective_arg = objective
         layer_weights = _checks.check_layers(layers)
         class_weights = _checks.check_classes(classes)
@@ -452,8 +465,15 @@ class Dreamer:
     def _run(self, img, sizes, tables, tilings, device, progress) -> torch.Tensor:
         prepared = self._prepare(device)
         objective = self._objective_for(img, prepared, sizes[0])
-        stepper = Stepper(prepared.features, objective, StepConfig(self.step_size), _select_backend(device),
-                          self._grad_transforms())
+        backend = _select_backend(device)
+        if self.cuda_graphs and device.type == "cuda" and backend == "cuda" and objective is self.objective:
+            stepper = GraphStepper(prepared.features, objective, StepConfig(self.step_size), backend,
+                                   self._grad_transforms(), cache=prepared.graphs, notice=self._graph_notice,
+                                   signature=(self.smoothing, self.lap_normalize), model=prepared.model,
+                                   dtype=prepared.dtype)
+        else:
+            stepper = Stepper(prepared.features, objective, StepConfig(self.step_size), backend,
+                              self._grad_transforms())
         user = self._user_model
         modes = [m.training for m in user.modules()] if user is not None else None
         bar = None

@@ -76,20 +76,24 @@ class Stepper:
         ``shifts``: int32 Tensor[iterations, B, 2] on the device of ``x``. ``tiling``: compute each
         gradient window by window (``fastdream.tiles``), with one host-side grid offset per iteration.
         """
-        c = self.config
         for i in range(shifts.shape[0]):
-            s = shifts[i]
-            x_in = self._jitter(x, s)
-            if tiling is None:
-                grad = self.gradient(x_in)
-            else:
-                grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
-            for transform in self.grad_transforms:
-                grad = transform(grad)
-            self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
+            self.iteration(x, shifts[i], tiling, i)
             if on_step is not None:
                 on_step()
         return x
+
+    def iteration(self, x: torch.Tensor, s: torch.Tensor, tiling: Optional[Tiling] = None, i: int = 0) -> None:
+        """One iteration on ``x`` in place with the shifts ``s`` (int32 Tensor[B, 2], on the device);
+        ``i`` picks the grid offset when tiled. Untiled, it is what ``fastdream.graphs`` captures."""
+        c = self.config
+        x_in = self._jitter(x, s)
+        if tiling is None:
+            grad = self.gradient(x_in)
+        else:
+            grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
+        for transform in self.grad_transforms:
+            grad = transform(grad)
+        self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
 
 
 @dataclass
