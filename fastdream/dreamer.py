@@ -502,7 +502,7 @@ class Dreamer:
     def dream_many(
         self,
         images: Iterable[torch.Tensor],
-        batch_size: int = 8,
+        batch_size: Optional[int] = None,
         *,
         seed: Optional[int] = None,
         progress: Optional[bool] = None,
@@ -514,21 +514,25 @@ class Dreamer:
         Args:
             images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
                 that decodes files is read ``batch_size × 4`` images ahead at most.
-            batch_size: images per batch (>= 1).
+            batch_size: images per batch (>= 1). ``None``: 8 on a GPU, 1 on the CPU, where batching
+                measured slower per image (512², 2-core EPYC: 5.1 images/s at batch 1, 2.8 at 4,
+                1.2 at 64: the activations of a batch outgrow the caches).
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: fresh randomness).
             progress: a bar over images (images/s); default: the Dreamer's ``progress``.
             prefetch: read the next images on a worker thread while the current batch dreams.
             errors: ``"raise"`` stops at the first bad image; ``"return"`` yields the exception in
                 its place and goes on (an app dreaming a folder wants that).
         """
-        batch_size = _checks.check_int("batch_size", batch_size, 1)
+        if batch_size is not None:
+            batch_size = _checks.check_int("batch_size", batch_size, 1)
+        window_size = 4 * (batch_size or 8)
         seed = _checks.check_seed(seed)
         if errors not in ("raise", "return"):
             raise ValueError(f"errors must be 'raise' or 'return', got {errors!r}")
         progress = self.progress if progress is None else progress
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-        source = _prefetched(images, batch_size * 2) if prefetch else iter(images)
+        source = _prefetched(images, window_size // 2) if prefetch else iter(images)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -537,7 +541,7 @@ class Dreamer:
         counter = itertools.count()
         try:
             while True:
-                window = list(itertools.islice(source, batch_size * 4))
+                window = list(itertools.islice(source, window_size))
                 if not window:
                     return
                 results: list = [None] * len(window)
@@ -556,9 +560,10 @@ class Dreamer:
                         results[i] = exc
                         continue
                     groups.setdefault((tuple(item.shape), item.dtype, item.device), []).append(i)
-                for indices in groups.values():
-                    for start in range(0, len(indices), batch_size):
-                        chunk = indices[start : start + batch_size]
+                for (_, _, where), indices in groups.items():
+                    step = batch_size or (8 if (self.device or where).type == "cuda" else 1)
+                    for start in range(0, len(indices), step):
+                        chunk = indices[start : start + step]
                         batch = torch.stack([window[i] for i in chunk])
                         k = next(counter)
                         out = self(batch, seed=None if seed is None else (seed + k) % 2**63, progress=False)

@@ -276,3 +276,12 @@ def test_stream_rejects_mixed_sizes_and_bad_blend():
         list(d.stream([_rand(3, 40, 40), _rand(3, 44, 40)]))
     with pytest.raises(ValueError, match=r"blend must be in \[0, 1\)"):
         list(d.stream([_rand(3, 40, 40)], blend=1.0))
+
+
+def test_dream_many_default_batch_on_the_cpu_is_one():
+    """Batching is slower per image on the CPU (measured): the default there is one at a time."""
+    d = fastdream.Dreamer(**FAST)
+    images = [_rand(3, 40, 40, seed=i) for i in range(3)]
+    outs = list(d.dream_many(images, seed=4))
+    for k, (image, out) in enumerate(zip(images, outs)):
+        assert torch.equal(out, d(image, seed=4 + k))
