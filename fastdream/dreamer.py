@@ -515,8 +515,8 @@ class Dreamer:
             images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
                 that decodes files is read ``batch_size × 4`` images ahead at most.
             batch_size: images per batch (>= 1). ``None``: 8 on a GPU, 1 on the CPU, where batching
-                measured slower per image (512², 2-core EPYC: 5.1 images/s at batch 1, 2.8 at 4,
-                1.2 at 64: the activations of a batch outgrow the caches).
+                measured slower per image (512², 2-core EPYC: 5.2 images/s at batch 1, 3.2 at 4,
+                1.8 at 64: the activations of a batch outgrow the caches).
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: fresh randomness).
             progress: a bar over images (images/s); default: the Dreamer's ``progress``.
             prefetch: read the next images on a worker thread while the current batch dreams.
