@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import statistics
@@ -32,6 +31,8 @@ from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import freeze
 from fastdream.objectives import build_objective
 from fastdream.octaves import octave_sizes, shift_table
+
+from .results_io import write_results
 
 CPU_CASES = [
     ("efficientnet_lite0", "_blocks.9", 256, 1),
@@ -153,14 +154,7 @@ def main(argv: List[str] = None) -> int:
         runs.append(r)
         print(f"{model:20s} {layer:12s} {size:5d} {batch:3d} {r['precision']:>9s} {r['reference_s']:9.3f}s "
               f"{r['fastdream_s']:9.3f}s {r['floor_s']:7.3f}s {r['speedup']:7.2f}× {r['overhead']:7.2f}×", flush=True)
-    path = args.json or os.path.join(
-        os.path.dirname(__file__), "results",
-        f"{'cpu' if device.type == 'cpu' else meta['device'].replace(' ', '-')}-{meta['date']}.json",
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(runs, f, indent=1)
-    print(f"wrote {path}")
+    write_results(runs, "", "cpu" if device.type == "cpu" else meta["device"], args.json)
     return 0
 
 

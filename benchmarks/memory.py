@@ -9,12 +9,12 @@ CPU: peak resident set size (``ru_maxrss``); CUDA: ``torch.cuda.max_memory_alloc
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import subprocess
 import sys
 import time
+
+from .results_io import write_results
 
 CHILD = r"""
 import json, resource, sys, time, torch, fastdream
@@ -76,11 +76,7 @@ def main(argv=None) -> int:
             else:
                 print(f"{size:6d} {label:>14s} {r['peak_bytes'] / 2**20:9.0f} {str(r['tile']):>5s} "
                       f"{r['seconds']:8.1f}", flush=True)
-    path = args.json or os.path.join(os.path.dirname(__file__), "results",
-                                     f"memory-{args.device}-{datetime.date.today().isoformat()}.json")
-    with open(path, "w") as f:
-        json.dump(rows, f, indent=1)
-    print(f"wrote {path}")
+    write_results(rows, "memory", args.device, args.json)
     return 0
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import time
@@ -19,6 +18,8 @@ import time
 import torch
 
 import fastdream
+
+from .results_io import write_results
 
 
 def rss_bytes() -> int:
@@ -90,12 +91,7 @@ def main(argv=None) -> int:
         result["soak"] = soak(soak_dreamer, device, args.soak, args.soak_size)
         for s in result["soak"]:
             print(f"soak call {s['call']:5d}: {s['memory_bytes'] / 2**20:8.1f} MiB, {s['ms_per_call']:7.2f} ms/call")
-    path = args.json or os.path.join(os.path.dirname(__file__), "results",
-                                     f"throughput-{'cpu' if device.type == 'cpu' else name.replace(' ', '-')}-"
-                                     f"{result['date']}.json")
-    with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {path}")
+    write_results(result, "throughput", name, args.json)
     return 0
 
 

@@ -6,7 +6,7 @@ tuned for speed; it is tuned for being obviously right.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Sequence, Union
+from typing import Callable, Dict, Sequence, Union
 
 import torch
 import torch.nn.functional as F

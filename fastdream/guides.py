@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import numbers
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 

@@ -1,6 +1,5 @@
 """``fastdream zoom`` and ``fastdream video`` in-process on tiny crops (1 octave, 1 iteration)."""
 import os
-import pathlib
 
 import pytest
 import torch

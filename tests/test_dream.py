@@ -1,5 +1,4 @@
 """fastdream.dream / Dreamer: semantics, round trips, determinism, objectives, user modules, bad input."""
-import math
 
 import pytest
 import torch

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from fastdream.octaves import octave_sizes, shift_table
