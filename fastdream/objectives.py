@@ -37,12 +37,16 @@ def layer_objective(objective: ObjectiveArg, channels: Optional[Sequence[int]] =
     ``Tensor[B, C, h, w] -> scalar``) applied to the ``channels`` of an activation (all if ``None``)."""
     base = _BUILTIN[objective] if isinstance(objective, str) else objective
     index = None if channels is None else list(channels)
+    on_device: Dict[torch.device, torch.Tensor] = {}  # made on first use: no copy inside a CUDA graph
 
     def per_layer(a: torch.Tensor) -> torch.Tensor:
         if index is not None:
             if max(index) >= a.shape[1]:
                 raise ValueError(f"channels: the layer has {a.shape[1]} channels, got index {max(index)}")
-            a = a[:, index]
+            chosen = on_device.get(a.device)
+            if chosen is None:
+                chosen = on_device[a.device] = torch.tensor(index, dtype=torch.int64, device=a.device)
+            a = a.index_select(1, chosen)
         term = base(a)
         if not isinstance(term, torch.Tensor) or term.numel() != 1:
             raise TypeError("objective: a custom objective must return a scalar tensor")

@@ -74,7 +74,9 @@ def _radius(sigma: float, size: int) -> int:
     return min(math.ceil(3.0 * sigma), size - 1)
 
 
-@functools.lru_cache(maxsize=64)
+# Unbounded caches: a captured CUDA graph reads these kernels by address, so they must live as
+# long as it does (one entry per sigmas/shape/device seen; a few KB each).
+@functools.lru_cache(maxsize=None)
 def _cascade_kernels(sigmas: Tuple[float, ...], height: int, width: int, channels: int, dtype, device):
     """Depthwise kernels of the cascade: vertical Tensor[C·S, 1, 2R+1, 1], horizontal Tensor[C, S, 1, 2R'+1].
 
@@ -130,7 +132,7 @@ def gaussian_smooth(grad: torch.Tensor, sigmas: Sigmas) -> torch.Tensor:
     return x.to(grad.dtype)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=None)
 def _binomial_kernel(dtype, device) -> torch.Tensor:
     k = torch.tensor(_BINOMIAL, dtype=torch.float64)
     k2 = torch.outer(k, k)
