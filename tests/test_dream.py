@@ -354,3 +354,19 @@ def test_progress_bar(capsys, dreamer):
 
 def test_repr(dreamer):
     assert "efficientnet_lite0" in repr(dreamer) and "_blocks.9" in repr(dreamer)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_reduced_precision_looks_like_fp32(photo, precision):
+    """Autocast runs the model in bf16/fp16 (slow on a CPU without native support, but correct):
+    the image and the step stay float32 and the dream has the same statistics as in fp32."""
+    x = photo.float().div(255)[None]
+    options = dict(octaves=2, iterations=4, seed=0)
+    ref = fastdream.dream(x, precision="fp32", **options)
+    low = fastdream.dream(x, precision=precision, **options)
+    assert low.dtype == torch.float32
+    change_ref, change_low = float((ref - x).abs().mean()), float((low - x).abs().mean())
+    assert abs(change_low / change_ref - 1) < 0.1
+    gain_ref = energy("efficientnet_lite0", "_blocks.9", ref) / energy("efficientnet_lite0", "_blocks.9", x)
+    gain_low = energy("efficientnet_lite0", "_blocks.9", low) / energy("efficientnet_lite0", "_blocks.9", x)
+    assert abs(gain_low / gain_ref - 1) < 0.1
