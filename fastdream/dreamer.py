@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import queue
 import secrets
 import threading
 from typing import Callable, Dict, Iterable, Iterator, Optional, Union
@@ -19,16 +18,17 @@ import torch
 import torch.nn as nn
 
 from . import _checks
-from .models.layers import LayerTap, resolve_layers
-from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
-from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .colors import keep_colors
 from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .guides import CHANNEL_MODES, channel_objective, class_indices, class_objective, guided_objective
 from .guides import imagenet_categories, select_channels
+from .models.layers import LayerTap, resolve_layers
+from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
+from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .objectives import OBJECTIVES, layer_objective, weighted_sum
-from .regularizers import gaussian_smooth, laplacian_normalize
 from .octaves import octave_sizes, shift_table
+from .prefetch import prefetched
+from .regularizers import gaussian_smooth, laplacian_normalize
 from .resize import resize_add
 from .step import StepConfig, Stepper, Tiling, autocast_context
 from .tiles import aligned, available_memory, grid_offsets, saved_bytes_per_pixel, tile_for_budget
@@ -532,7 +532,7 @@ class Dreamer:
         progress = self.progress if progress is None else progress
         if not isinstance(progress, bool):
             raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-        source = _prefetched(images, window_size // 2) if prefetch else iter(images)
+        source = prefetched(images, window_size // 2) if prefetch else iter(images)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -663,45 +663,3 @@ def dream(
     if image is not None:
         _checks.check_image(image)  # before the model is loaded
     return Dreamer(**options)(image, seed=seed, progress=progress, size=size)
-
-
-def _prefetched(items: Iterable, depth: int) -> Iterator:
-    """Iterate ``items`` on a worker thread, up to ``depth`` ahead. An exception raised while
-    reading an item is handed over in its place (the consumer decides); the worker stops when the
-    consumer does."""
-    q: "queue.Queue" = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def work():
-        iterator = iter(items)
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - handed over in the item's place
-                item = exc
-            if not put(item):
-                return
-        put(done)
-
-    thread = threading.Thread(target=work, name="fastdream-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = q.get()
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
