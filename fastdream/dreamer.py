@@ -25,10 +25,11 @@ from .guides import imagenet_categories, select_channels
 from .models.layers import LayerTap, resolve_layers
 from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
-from .objectives import OBJECTIVES, layer_objective, weighted_sum
+from .objectives import OBJECTIVES, layer_terms, weighted_sum
 from .octaves import octave_sizes, shift_table
 from .prefetch import prefetched
 from .regularizers import gaussian_smooth, laplacian_normalize
+from ._reference import resize_ref
 from .resize import resize_add
 from .step import StepConfig, Stepper, Tiling, autocast_context
 from .tiles import aligned, available_memory, grid_offsets, saved_bytes_per_pixel, tile_for_budget
@@ -301,8 +302,7 @@ class Dreamer:
 
     def _static_objective(self):
         """The objective when it depends on nothing but the options (no guide, no channel mode)."""
-        per_layer = layer_objective(self._objective_arg, self.channels)
-        return weighted_sum([(name, w, per_layer) for name, w in self.layers.items()] + self._class_terms())
+        return weighted_sum(layer_terms(self._objective_arg, self.layers, self.channels) + self._class_terms())
 
     def _objective_for(self, img: torch.Tensor, prepared: "_Prepared", first_size) -> Callable:
         """This call's objective: the guide's features or the input's channel ranking are needed."""
@@ -318,7 +318,7 @@ class Dreamer:
                 for name, w in self.layers.items():
                     terms.append((name, w, guided_objective(prepared.guide_acts[name])))
             else:
-                acts = prepared.features(resize_add(img, None, first_size)[0])
+                acts = prepared.features(resize_ref(img, first_size))
                 for name, w in self.layers.items():
                     index = select_channels(acts[name], self.channel_mode, self.channel_count)
                     base = self._objective_arg if isinstance(self._objective_arg, str) else "l2"
@@ -394,12 +394,11 @@ class Dreamer:
         if x.shape[0] == 0:
             return image.clone()
 
-        img = x.detach().to(device=device, dtype=torch.float32, copy=True)
+        img = x.detach().to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)
         if image.dtype == torch.uint8:
             img.div_(255.0)
         if grey:
             img = img.expand(-1, 3, -1, -1).contiguous()
-        img = img.contiguous()
 
         sizes = octave_sizes(height, width, self.octaves, self.octave_scale, self.min_size)
         generator = torch.Generator().manual_seed(seed)

@@ -68,8 +68,15 @@ def build_objective(
         layer_weights: ``{layer: weight}``.
         channels: channel indices to keep at every layer, or ``None`` for all.
     """
+    return weighted_sum(layer_terms(objective, layer_weights, channels))
+
+
+def layer_terms(
+    objective: ObjectiveArg, layer_weights: Mapping[str, float], channels: Optional[Sequence[int]] = None
+) -> list:
+    """``(layer, weight, per_layer)`` terms for :func:`weighted_sum`, one per layer."""
     per_layer = layer_objective(objective, channels)
-    return weighted_sum([(name, weight, per_layer) for name, weight in layer_weights.items()])
+    return [(name, weight, per_layer) for name, weight in layer_weights.items()]
 
 
 def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]]) -> Callable[[Dict[str, torch.Tensor]], torch.Tensor]:
