@@ -80,13 +80,14 @@ def test_classes_raise_their_logits():
     spec = get_spec("efficientnet_lite0")
     model = freeze(spec.build("default"))
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
-    out = fastdream.dream(x, classes=["tabby cat", 285], seed=0, octaves=2, iterations=10)
+    # 20 iterations: at 10 the gain of one class can still sit in the pack (torch-version dependent)
+    out = fastdream.dream(x, classes=["tabby cat", 285], seed=0, octaves=2, iterations=20)
     with torch.no_grad():
         before, after = (model((v[None] - mean) / std)[0] for v in (x, out))
     gain = after - before
     rank = (-gain).argsort().argsort()  # 0 = the logit that grew most
-    assert int(rank[281]) < 150 and int(rank[285]) < 150  # both among the top 15 % of 1000 classes
-    assert float(gain[281]) > 1.0 and float(gain[285]) > 1.0
+    assert int(rank[281]) < 50 and int(rank[285]) < 50  # both among the top 5 % of 1000 classes
+    assert float(gain[281]) > 2.0 and float(gain[285]) > 2.0
     d = fastdream.Dreamer(classes={"tabby": 1.0}, layers="_blocks.6", **FAST)
     assert d.classes == {281: 1.0} and d._tapped == ["_blocks.6", "_fc"]
 

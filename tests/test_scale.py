@@ -137,7 +137,9 @@ def test_windows_respect_the_tile_size():
 
 
 def test_max_memory_picks_tiles_and_auto_runs(photo):
-    d = fastdream.Dreamer(max_memory=64 * 2**20, **FAST)  # 64 MiB: half the untiled need
+    # 48 MiB: below the untiled need and above the smallest tile's, for the 377–900 bytes of saved
+    # activations per pixel measured across torch versions
+    d = fastdream.Dreamer(max_memory=48 * 2**20, **FAST)
     tilings = d._tilings(1, [(256, 384)], torch.device("cpu"), torch.Generator().manual_seed(0))
     assert tilings[0] is not None and 32 <= tilings[0].tile < 256 and tilings[0].tile % 32 == 0
     assert d(photo, seed=0).shape == photo.shape
