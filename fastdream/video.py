@@ -243,6 +243,7 @@ class VideoWriter:
             raise ValueError(f"VideoWriter: fps must be a finite number > 0, got {fps!r}")
         self.path, self.fps, self.overwrite = name, float(fps), bool(overwrite)
         self.count = 0
+        self.published = False  # a video or GIF moved into place (numbered images: each as written)
         self._size: Optional[Tuple[int, int]] = None
         self._temp: Optional[str] = None
         self._closed = False
@@ -375,6 +376,7 @@ class VideoWriter:
 
     def _publish(self) -> None:
         publish(self._temp, self.path, self.overwrite, "VideoWriter")
+        self.published = True
 
     def __enter__(self) -> "VideoWriter":
         return self

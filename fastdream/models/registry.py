@@ -116,11 +116,14 @@ def _torchvision_builder(name: str, weights_enum: str, **random_kwargs) -> Calla
                 import torch
 
                 hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-                raise WeightsUnavailableError(
+                head = (
                     f"could not load the pretrained weights of {name!r} from {enum.url} ({exc}). "
                     f"Download that file on a machine with internet access and put it in {hub}/ "
-                    f"(torchvision then finds it offline), or pass weights='path/to/file.pth', "
-                    f"or weights=None for random initialisation."
+                    f"(torchvision then finds it offline), or pass "
+                )
+                raise WeightsUnavailableError(
+                    head + "weights='path/to/file.pth', or weights=None for random initialisation.",
+                    head + "--weights path/to/file.pth, or --weights none for random initialisation.",
                 ) from exc
         # A local file: build the architecture the pretrained weights expect, then load them.
         model = ctor(weights=None, **_pretrained_layout(name, enum))
@@ -213,7 +216,7 @@ def get_spec(name: str) -> ModelSpec:
         close = closest_names(name, list(MODELS), 3)
         guess = f" (did you mean {' or '.join(close)}?)" if close else ""
         message = f"model: unknown model {name!r}{guess}; valid names: {', '.join(MODELS)}"
-        raise UnknownNameError(message, message) from None
+        raise UnknownNameError(message) from None
 
 
 def list_models() -> List[str]:
