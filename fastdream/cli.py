@@ -524,8 +524,8 @@ def _cmd_layers(args) -> int:
     try:
         names = fastdream.list_layers(args.model)
         default = fastdream.default_layer(args.model)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(_flag_message(exc)) from None
+    except (ValueError, TypeError) as exc:  # MODEL is an argument here, not --model
+        raise UsageError(_flag_message(exc).replace("--model: ", "", 1)) from None
     for name in names:
         print(f"{name}  (default)" if name == default else name)
     return 0

@@ -201,6 +201,8 @@ def closest_names(name: str, names: Sequence[str], count: int = 5) -> List[str]:
     lowered: Dict[str, str] = {}
     for candidate in names:
         lowered.setdefault(candidate.lower(), candidate)
+    if name.lower() in lowered:  # only the case differs
+        return [lowered[name.lower()]]
     matches = difflib.get_close_matches(name.lower(), list(lowered), n=count, cutoff=0.6)
     return [lowered[match] for match in matches]
 
