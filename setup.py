@@ -16,10 +16,15 @@ Environment switches:
   FASTDREAM_CUDA_ARCHS="75;80;86;89;90+PTX"
                                  the SASS targets (and which one also gets PTX); archs this nvcc does
                                  not know (nvcc --list-gpu-arch) are dropped with a note.
+
+pip hides the output of a build that succeeds, so a warning (extension or CUDA kernels skipped or
+failed) is also written to the terminal (/dev/tty) when there is one, and what was built and why
+not is recorded in ``fastdream/_build.json``, which ``fastdream.backend_info()`` reports.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -31,6 +36,7 @@ from pathlib import Path
 from pybind11.setup_helpers import Pybind11Extension
 from pybind11.setup_helpers import build_ext as Pybind11BuildExt
 from setuptools import setup
+from setuptools.command.build_py import build_py as BuildPyBase
 
 ROOT = Path(__file__).resolve().parent
 CSRC = "csrc"
@@ -48,13 +54,58 @@ BUILD_EXT = _switch("FASTDREAM_BUILD_EXT")
 BUILD_CUDA = _switch("FASTDREAM_BUILD_CUDA")
 
 
+# What this build made of the extension, written to fastdream/_build.json for backend_info():
+# "built", "skipped" or "failed", and why not.
+RECORD = {"extension": "skipped", "extension_reason": None, "cuda": "skipped", "cuda_reason": None}
+RECORD_NAME = "_build.json"
+
+
 def _note(message: str) -> None:
     print(f"fastdream setup: {message}", file=sys.stderr, flush=True)
 
 
 def _loud_warning(message: str) -> None:
+    """To stderr and, as pip hides the output of builds that succeed, to the terminal when there is one."""
     bar = "!" * 78
-    print(f"\n{bar}\nfastdream setup WARNING: {message}\n{bar}\n", file=sys.stderr, flush=True)
+    text = f"\n{bar}\nfastdream setup WARNING: {message}\n{bar}\n"
+    print(text, file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        return
+    try:
+        with open("/dev/tty", "w", encoding="utf-8") as tty:
+            tty.write(text + "\n")
+    except OSError:  # no terminal (CI, Windows): stderr, pip -v and the record say it
+        pass
+
+
+def _short(error: BaseException) -> str:
+    """One line for a failed build step: the program, its exit status and the source it compiled."""
+    cause, seen = error, 0
+    while cause is not None and seen < 5:  # setuptools wraps the subprocess error in a CompileError
+        command, status = getattr(cause, "cmd", None), getattr(cause, "returncode", None)
+        if isinstance(command, (list, tuple)) and command and status is not None:
+            sources = [arg for arg in command if str(arg).endswith((".cpp", ".cu"))]
+            on = f" on {sources[0]}" if sources else ""
+            return f"{Path(str(command[0])).name} exited with status {status}{on}"
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _write_record(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / RECORD_NAME).write_text(json.dumps(RECORD, indent=1) + "\n", encoding="utf-8")
+
+
+class BuildPy(BuildPyBase):
+    """Also records the build (fastdream/_build.json), for installs with no extension to build."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            _write_record(ROOT / "fastdream")
+        else:
+            _write_record(Path(self.build_lib) / "fastdream")
 
 
 def find_cuda() -> tuple[str, str] | None:
@@ -112,6 +163,10 @@ def cuda_arch_flags(nvcc: str) -> tuple[list[str], str]:
     return flags, ";".join(kept)
 
 
+class NvccNotFound(RuntimeError):
+    """No CUDA toolkit: the CUDA kernels are skipped (a warning), not failed."""
+
+
 class CudaBuildError(RuntimeError):
     """FASTDREAM_BUILD_CUDA=1 and the CUDA kernels could not be built: never downgraded to a warning."""
 
@@ -119,16 +174,24 @@ class CudaBuildError(RuntimeError):
 class BuildExt(Pybind11BuildExt):
     """Compiles the ``.cu`` sources with nvcc into objects and links them into the C++ extension."""
 
+    def run(self):
+        super().run()
+        if self.extensions or RECORD["extension"] == "failed":
+            _write_record(Path(self.get_ext_fullpath("fastdream._C")).parent)
+
     def build_extensions(self):
         try:
             super().build_extensions()
+            RECORD["extension"] = "built"
         except CudaBuildError:
             raise
         except Exception as error:  # noqa: BLE001 - any compiler failure, reported below
             if BUILD_EXT == "1":
                 raise
+            RECORD["extension"], RECORD["extension_reason"] = "failed", f"the C++ build failed: {_short(error)}"
+            RECORD["cuda"], RECORD["cuda_reason"] = "skipped", "no extension built"
             _loud_warning(
-                f"building the compiled extension fastdream._C failed ({error}). Installing pure "
+                f"building the compiled extension fastdream._C failed ({_short(error)}). Installing pure "
                 "Python: fastdream will use the slow reference kernels. Set FASTDREAM_BUILD_EXT=1 to "
                 "make this failure stop the build."
             )
@@ -139,11 +202,17 @@ class BuildExt(Pybind11BuildExt):
         if cuda_sources and BUILD_CUDA != "0":
             try:
                 self._add_cuda(ext, cuda_sources)
+                RECORD["cuda"], RECORD["cuda_reason"] = "built", None
             except Exception as error:  # noqa: BLE001
                 if BUILD_CUDA == "1":
                     raise CudaBuildError(f"FASTDREAM_BUILD_CUDA=1: {error}") from error
-                _loud_warning(f"CUDA kernels not built ({error}); building the CPU kernels alone.")
+                missing = isinstance(error, NvccNotFound)
+                RECORD["cuda"] = "skipped" if missing else "failed"
+                RECORD["cuda_reason"] = _short(error) if missing else f"nvcc failed: {_short(error)}"
+                _loud_warning(f"CUDA kernels not built ({_short(error)}); building the CPU kernels alone. "
+                              "fastdream will use its CPU kernels (and the slow reference path on a GPU).")
         elif BUILD_CUDA == "0":
+            RECORD["cuda"], RECORD["cuda_reason"] = "skipped", "FASTDREAM_BUILD_CUDA=0 at build time"
             _note("FASTDREAM_BUILD_CUDA=0: CPU kernels only")
         # setuptools skips an extension whose sources are older than the built module: a build with
         # another configuration (CUDA on/off, other archs) in the same tree must not reuse it
@@ -158,7 +227,7 @@ class BuildExt(Pybind11BuildExt):
     def _add_cuda(self, ext, sources):
         found = find_cuda()
         if found is None:
-            raise RuntimeError("nvcc not found (looked at CUDA_HOME, CUDA_PATH, PATH and /usr/local/cuda)")
+            raise NvccNotFound("nvcc not found (looked at CUDA_HOME, CUDA_PATH, PATH and /usr/local/cuda)")
         home, nvcc = found
         gencode, archs = cuda_arch_flags(nvcc)
         _note(f"CUDA kernels with {nvcc} for {archs}")
@@ -197,6 +266,8 @@ class BuildExt(Pybind11BuildExt):
 
 def extensions():
     if BUILD_EXT == "0":
+        RECORD["extension_reason"] = "FASTDREAM_BUILD_EXT=0 at build time (pure-Python install)"
+        RECORD["cuda_reason"] = "no extension built"
         _note("FASTDREAM_BUILD_EXT=0: pure-Python install (reference kernels only)")
         return []
     if sys.platform == "win32":
@@ -218,4 +289,4 @@ def extensions():
     return [ext]
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})
+setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt, "build_py": BuildPy})

@@ -1,15 +1,19 @@
 """Loads the compiled extension ``fastdream._C`` once, lazily, and never raises.
 
 ``available()`` says whether it loaded, ``cuda_compiled()`` whether it carries the CUDA kernels, and
-``import_error()`` why it did not load (the text of the ImportError), for messages and
+``import_error()`` why it did not load (what the build recorded, when it skipped or failed the
+extension, and the text of the ImportError), ``cuda_error()`` why it has no CUDA kernels, and
+``build_record()`` what setup.py recorded in ``fastdream/_build.json``; for messages and
 ``fastdream.backend_info()``. Build it with ``pip install .`` (a C++17 compiler; nvcc as well for
 the CUDA kernels); ``FASTDREAM_BUILD_EXT=0`` installs without it.
 """
 from __future__ import annotations
 
+import json
 import threading
+from importlib import resources
 from types import ModuleType
-from typing import Optional
+from typing import Any, Dict, Optional
 
 _lock = threading.Lock()
 _loaded = False
@@ -59,7 +63,37 @@ def cuda_version() -> Optional[str]:
     return f"{v // 1000}.{(v % 1000) // 10}"
 
 
+def build_record() -> Optional[Dict[str, Any]]:
+    """What setup.py recorded about the build in ``fastdream/_build.json``: ``extension`` and
+    ``cuda``, each ``"built"``, ``"skipped"`` or ``"failed"``, with ``extension_reason`` and
+    ``cuda_reason`` (None, or why not). None where there is no record (a checkout never built, or
+    a record that cannot be read)."""
+    try:
+        record = json.loads((resources.files("fastdream") / "_build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def import_error() -> Optional[str]:
-    """Why ``fastdream._C`` did not load (None when it did)."""
+    """Why ``fastdream._C`` did not load (None when it did): the build's reason where the build
+    skipped or failed it, then the ImportError."""
     load()
+    if _error is None:
+        return None
+    record = build_record() or {}
+    if record.get("extension") in ("skipped", "failed") and record.get("extension_reason"):
+        return f"the build {record['extension']} it: {record['extension_reason']} ({_error})"
     return _error
+
+
+def cuda_error() -> Optional[str]:
+    """Why ``fastdream._C`` has no CUDA kernels (None when it has them)."""
+    if cuda_compiled():
+        return None
+    if not available():
+        return "fastdream._C is not available: " + str(import_error())
+    record = build_record() or {}
+    if record.get("cuda") in ("skipped", "failed") and record.get("cuda_reason"):
+        return f"the build {record['cuda']} them: {record['cuda_reason']}"
+    return "fastdream._C was built without its CUDA kernels"

@@ -47,8 +47,12 @@ def backend_info() -> Dict[str, Any]:
     """What this installation can run, for bug reports and for choosing a backend.
 
     Returns a dict with:
-      ``extension`` (bool): ``fastdream._C`` is loaded; ``extension_error``: why not (or None);
-      ``cuda_compiled`` (bool): it carries the CUDA kernels; ``cuda_version``: the CUDA runtime it was
+      ``extension`` (bool): ``fastdream._C`` is loaded; ``extension_error``: why not (or None): the
+      build's reason where it skipped or failed the extension, and the import error;
+      ``cuda_compiled`` (bool): it carries the CUDA kernels; ``cuda_error``: why not (or None), such
+      as "the build skipped them: nvcc not found ..."; ``build``: what setup.py recorded
+      (``{"extension": "built"|"skipped"|"failed", "extension_reason", "cuda", "cuda_reason"}``, or
+      None for a checkout never built); ``cuda_version``: the CUDA runtime it was
       built with ("13.0") or None; ``cuda_archs``: the GPU architectures compiled in ("" if none);
       ``cuda_available`` (bool): ``torch.cuda.is_available()``; ``cupy`` (bool): ``import cupy`` works;
       ``torch``: torch's version; ``devices``: ``{"cpu": name, "cuda": name or None}`` with the backend
@@ -60,6 +64,8 @@ def backend_info() -> Dict[str, Any]:
         "extension": module is not None,
         "extension_error": _extension.import_error(),
         "cuda_compiled": _extension.cuda_compiled(),
+        "cuda_error": _extension.cuda_error(),
+        "build": _extension.build_record(),
         "cuda_version": _extension.cuda_version(),
         "cuda_archs": str(getattr(module, "CUDA_ARCHS", "")) if module is not None else "",
         "cuda_available": cuda_available,

@@ -66,6 +66,18 @@ class UsageError(Exception):
     """A bad command line: reported as ``fastdream: error: ...`` with exit code 2."""
 
 
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with a note on what was finished before it (printed after ``fastdream: interrupted``)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``fastdream: error: MESSAGE (see 'fastdream dream --help')``,
+    no usage block (the subcommand parsers are of this class too)."""
+
+    def error(self, message):
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
+
 @dataclass
 class _Job:
     source: pathlib.Path
@@ -270,7 +282,7 @@ examples:
 _VIDEO_OUTPUT_HELP = "a .mp4/.mkv/.webm video, a .gif, a folder (frame_000000.png, ...) or a %%d pattern such as out/f%%04d.png"
 _VIDEO_EPILOG = """\
 outputs:
-  .mp4/.mkv/.webm need PyAV (pip install "fastdream[video]"); .gif and numbered
+  .mp4/.mkv/.webm need PyAV (pip install av); .gif and numbered
   images need nothing more. Videos and GIFs are written to a temporary file and
   moved into place when complete; numbered images are written one by one. The
   input is never overwritten; an existing output only with --overwrite.
@@ -390,7 +402,7 @@ def _add_dream_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Fast DeepDream for PyTorch: dream images from the command line.",
     )
@@ -512,8 +524,8 @@ def _cmd_layers(args) -> int:
     try:
         names = fastdream.list_layers(args.model)
         default = fastdream.default_layer(args.model)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(_flag_message(exc)) from None
+    except (ValueError, TypeError) as exc:  # MODEL is an argument here, not --model
+        raise UsageError(_flag_message(exc).replace("--model: ", "", 1)) from None
     for name in names:
         print(f"{name}  (default)" if name == default else name)
     return 0
@@ -553,6 +565,7 @@ def _dream_noise(args) -> int:
     height, width = args.noise
     try:
         result = dreamer(None, size=(height, width), seed=args.seed, progress=not args.quiet)
+        _TilingNote(dreamer, args)()
     except ValueError as exc:
         if "size" not in str(exc).split(" ", 1)[0]:
             raise
@@ -586,7 +599,7 @@ def _build_dreamer(args):
 
 def _flag_message(exc: BaseException) -> str:
     """The API's message with its leading argument name replaced by the flag (octave_scale -> --octave-scale)."""
-    text = " ".join(str(exc).split())
+    text = " ".join(str(getattr(exc, "command_line", None) or exc).split())
     match = re.match(r"([a-z_]+)\b", text)
     if match and match.group(1) in _FLAGS:
         text = _FLAGS[match.group(1)] + text[match.end():]
@@ -803,11 +816,13 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
         tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
 
     results = _dreamed(jobs, dreamer, args, per_file_errors)
+    tiling = _TilingNote(dreamer, args)
     seen = 0
     try:
         for job, result in zip(jobs, results):
             seen += 1
             bar.update()
+            tiling()
             if not isinstance(result, BaseException):
                 try:
                     save_image(result, job.dest, overwrite=args.overwrite)
@@ -821,6 +836,12 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
                 tqdm.write(str(job.dest), file=sys.stdout)
     except torch.OutOfMemoryError as exc:  # a batch too large: it and the rest are not attempted
         report(jobs[seen], exc)
+    except KeyboardInterrupt:
+        if len(jobs) < 2:
+            raise
+        raise _Interrupted(
+            f"{done} of {len(jobs)} images written; run the same command with --resume to finish"
+        ) from None
     finally:
         bar.close()
     failed = len(jobs) - done
@@ -863,46 +884,102 @@ def _check_video_output(output: str, source: pathlib.Path, overwrite: bool) -> N
 def _frame_bar(args, total: Optional[int]):
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="frames", unit="frame", file=sys.stderr, disable=args.quiet)
+    return tqdm(total=total, desc="frames", unit="frame", file=sys.stderr, disable=args.quiet,
+                position=0, leave=True)
+
+
+def _frames_written(writer, total: Optional[int]) -> str:
+    """What a Ctrl-C left of a zoom or video: the frames written (and published) so far."""
+    if writer is None or not writer.count or not (writer.kind == "sequence" or writer.published):
+        return "no frames written"
+    of = f" of {total}" if total else ""
+    return f"{writer.count}{of} frames written to {writer.path}"
+
+
+class _TilingNote:
+    """Says once, on stderr, that the dream runs tile by tile (--max-memory or --tile-size).
+
+    Reads ``Dreamer.last_tiling``: the ``Tiling`` (``.tile``, ``.margin`` in pixels) of the largest
+    octave of the dreamer's last call, None when it was dreamed whole. A Dreamer without that
+    attribute is never reported.
+    """
+
+    def __init__(self, dreamer, args):
+        self.dreamer, self.args, self.said = dreamer, args, False
+
+    def __call__(self) -> None:
+        tiling = getattr(self.dreamer, "last_tiling", None)
+        if self.said or tiling is None or self.args.quiet:
+            return
+        self.said = True
+        if getattr(self.args, "tile_size", None) is not None:
+            why = f"--tile-size {self.args.tile_size}"
+        else:
+            why = f"--max-memory {_bytes_text(getattr(self.args, 'max_memory', None))}"
+        from tqdm import tqdm
+
+        tqdm.write(
+            f"{PROG}: dreaming in tiles of {tiling.tile}×{tiling.tile} px (+{tiling.margin} px margin) for {why}",
+            file=sys.stderr,
+        )
+
+
+def _bytes_text(value) -> str:
+    """2147483648 -> '2G', 1610612736 -> '1.5G'; 'auto' and None as they are."""
+    if not isinstance(value, int):
+        return str(value)
+    for unit in "TGMK":
+        size = _BYTE_UNITS[unit.lower()]
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)
 
 
 def _cmd_zoom(args) -> int:
-    import torch
-
-    from .image_io import load_image
-    from .transforms import zoom_transform
     from .video import VideoWriter
 
     source = pathlib.Path(args.input)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
-    _check_video_output(args.output, source, args.overwrite)
+    _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
+    import torch
+
+    from .image_io import load_image
+    from .transforms import zoom_transform
+
     image = load_image(source)
     if args.max_side is not None:
         image = _limit_side(image, args.max_side)
-    with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
-        dreamer = _build_dreamer(args)
-        frame = image.to(torch.float32).div_(255.0)
-        with _frame_bar(args, args.frames) as bar:
-            for index in range(args.frames):
-                frame = dreamer(frame, seed=_frame_seed(args.seed, index), progress=False)
-                writer.write(frame)
-                bar.update()
-                if index + 1 < args.frames:
-                    frame = zoom_transform(frame, args.zoom, args.rotate, args.translate)
+    writer = None
+    try:
+        # On Ctrl-C the writer closes the output with the frames done so far.
+        with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
+            dreamer = _build_dreamer(args)
+            tiling = _TilingNote(dreamer, args)
+            frame = image.to(torch.float32).div_(255.0)
+            with _frame_bar(args, args.frames) as bar:
+                for index in range(args.frames):  # the dream's own bar (steps) below the frames bar
+                    frame = dreamer(frame, seed=_frame_seed(args.seed, index), progress=not args.quiet)
+                    tiling()
+                    writer.write(frame)
+                    bar.update()
+                    if index + 1 < args.frames:
+                        frame = zoom_transform(frame, args.zoom, args.rotate, args.translate)
+    except KeyboardInterrupt:
+        raise _Interrupted(_frames_written(writer, args.frames)) from None
     if not args.quiet:
         print(args.output)
     return 0
 
 
 def _cmd_video(args) -> int:
-    import torch
-
     from .video import VideoWriter, read_video
 
     source = pathlib.Path(args.input)
-    _check_video_output(args.output, source, args.overwrite)
+    _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
     frames, fps, count = read_video(args.input)
+    import torch
+
     total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
 
     def inputs():  # float frames: the feedback blends the unquantised dreamed frame, as it is written
@@ -913,12 +990,18 @@ def _cmd_video(args) -> int:
                 frame = _limit_side(frame, args.max_side)
             yield frame.to(torch.float32).div_(255.0)
 
-    with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
-        dreamer = _build_dreamer(args)
-        with _frame_bar(args, total) as bar:
-            for dreamed in dreamer.stream(inputs(), blend=args.blend, seed=args.seed, progress=False):
-                writer.write(dreamed)
-                bar.update()
+    writer = None
+    try:
+        with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
+            dreamer = _build_dreamer(args)
+            tiling = _TilingNote(dreamer, args)
+            with _frame_bar(args, total) as bar:
+                for dreamed in dreamer.stream(inputs(), blend=args.blend, seed=args.seed, progress=False):
+                    tiling()
+                    writer.write(dreamed)
+                    bar.update()
+    except KeyboardInterrupt:
+        raise _Interrupted(_frames_written(writer, total)) from None
     if not args.quiet:
         print(args.output)
     return 0
@@ -945,8 +1028,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return args.handler(args)
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
+    except KeyboardInterrupt as exc:  # what was finished is kept and said: "N of M images written"
+        note = str(exc) if isinstance(exc, _Interrupted) else ""
+        print(f"\n{PROG}: interrupted" + (f"; {note}" if note else ""), file=sys.stderr)
         return 130
     except BrokenPipeError:  # `fastdream layers vgg16 | head`: the reader left, nothing to report
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -958,16 +1042,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, TypeError, OSError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except ImportError as exc:  # an optional extra that is missing (the message names it)
-        if "fastdream[" not in str(exc):
+    except ImportError as exc:  # an optional package that is missing (the message says how to install it)
+        if "pip install" not in str(exc):
             raise
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
         if not _is_weights_error(exc):
             raise
-        hint = " (on the command line: --weights PATH, or --weights none for random initialisation)"
-        print(f"{PROG}: error: {_one_line(exc)}{hint}", file=sys.stderr)
+        message = getattr(exc, "command_line", None)
+        if message is None:
+            message = f"{exc} (on the command line: --weights PATH, or --weights none for random initialisation)"
+        print(f"{PROG}: error: {_one_line(message)}", file=sys.stderr)
         return 1
 
 

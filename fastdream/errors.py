@@ -1,5 +1,25 @@
-"""Exceptions of fastdream beyond the built-in ``TypeError``/``ValueError``."""
+"""Exceptions of fastdream beyond the built-in ``TypeError``/``ValueError``.
+
+Both carry ``command_line``: the same message for the ``fastdream`` command, in flag syntax and
+naming subcommands instead of Python calls (the command prints it instead of the message).
+"""
+from __future__ import annotations
+
+from typing import Optional
 
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights could not be loaded (offline, missing file); the message says how to get them."""
+
+    def __init__(self, message: str, command_line: Optional[str] = None):
+        super().__init__(message)
+        self.command_line = command_line
+
+
+class UnknownNameError(ValueError):
+    """An unknown model or layer name; the message names the closest valid names and how to list
+    them all."""
+
+    def __init__(self, message: str, command_line: Optional[str] = None):
+        super().__init__(message)
+        self.command_line = command_line

@@ -7,7 +7,8 @@ Images are ``uint8`` tensors of shape ``Tensor[3, H, W]`` (RGB, channels first),
   every colour mode to 8-bit RGB (see its docstring for the exact rules).
 * :func:`save_image` writes a tensor atomically (temporary file in the same folder, then
   ``os.replace``) and never replaces an existing file unless asked to.
-* :func:`sample_image` / :func:`sample_image_path` give the bundled CC0 photo of Chelsea the cat.
+* :func:`sample_image` / :func:`sample_image_path` give the bundled CC0 photos: Chelsea the cat
+  (the default) and a cup of coffee.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import errno
 import importlib.resources
 import os
 import pathlib
-import secrets
 import warnings
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
-import numpy as np
-import torch
-from PIL import Image, ImageOps
+from ._atomic import exists_error, open_temp, publish
+
+if TYPE_CHECKING:  # imported where used: the command line checks paths before it pays for torch
+    import numpy as np
+    import torch
+    from PIL import Image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -32,6 +35,7 @@ __all__ = [
     "save_image",
     "sample_image",
     "sample_image_path",
+    "SAMPLE_NAMES",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -56,7 +60,8 @@ _GREY_FORMATS = {"BMP", "JPEG", "PNG", "TIFF"}
 IMAGE_SUFFIXES = tuple(sorted(_FORMATS))
 
 _WHITE = (255, 255, 255)
-_SAMPLE_NAME = "chelsea.png"
+#: Names of the bundled sample photos (:func:`sample_image`), the default first.
+SAMPLE_NAMES = ("chelsea", "coffee")
 
 
 def _fspath(path: object, func: str) -> str:
@@ -70,6 +75,9 @@ def _fspath(path: object, func: str) -> str:
 
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Converts a decoded Pillow image of any mode to 8-bit RGB (rules in load_image)."""
+    import numpy as np
+    from PIL import Image
+
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
@@ -93,6 +101,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 
 def _grey_array_to_rgb(grey: np.ndarray) -> Image.Image:
+    import numpy as np
+    from PIL import Image
+
     grey8 = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
     return Image.fromarray(grey8, mode="L").convert("RGB")
 
@@ -123,6 +134,10 @@ def load_image(path: PathLike) -> torch.Tensor:
         ValueError: the file is a folder, cannot be decoded, is truncated, or is larger than
             Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
     name = _fspath(path, "load_image")
     if not os.path.exists(name):
         raise FileNotFoundError(errno.ENOENT, "load_image: no such file", name)
@@ -150,6 +165,8 @@ def load_image(path: PathLike) -> torch.Tensor:
 
 def _to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
     """Checks ``image`` for save_image and returns a uint8 numpy array [H, W, C] (a copy)."""
+    import torch
+
     if not isinstance(image, torch.Tensor):
         raise TypeError(f"save_image: image must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] not in (1, 3):
@@ -188,40 +205,6 @@ def _format_for(name: str) -> str:
     return _FORMATS[suffix]
 
 
-def _open_temp(folder: str, base: str) -> tuple[int, str]:
-    """Creates a new hidden temporary file next to the target (mode 0o666 minus the umask)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        temp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            return os.open(temp, flags, 0o666), temp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"save_image: could not create a temporary file in {folder!r}")
-
-
-def _publish(temp: str, name: str, overwrite: bool) -> None:
-    """Moves the finished temporary file to ``name`` in one step."""
-    if overwrite:
-        os.replace(temp, name)
-        return
-    # A hard link fails if the target appeared meanwhile, so an existing file is never replaced.
-    try:
-        os.link(temp, name)
-    except FileExistsError:
-        raise FileExistsError(
-            errno.EEXIST, "save_image: file exists (pass overwrite=True to replace it)", name
-        ) from None
-    except OSError:  # file system without hard links: check, then rename
-        if os.path.lexists(name):
-            raise FileExistsError(
-                errno.EEXIST, "save_image: file exists (pass overwrite=True to replace it)", name
-            ) from None
-        os.replace(temp, name)
-    else:
-        os.unlink(temp)
-
-
 def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) -> pathlib.Path:
     """Writes ``image`` to ``path`` atomically and returns the path written.
 
@@ -250,6 +233,8 @@ def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) 
         IsADirectoryError: ``path`` is an existing folder.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
+    from PIL import Image
+
     name = _fspath(path, "save_image")
     fmt = _format_for(name)
     array = _to_uint8_hwc(image)
@@ -263,9 +248,7 @@ def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) 
     if os.path.isdir(name):
         raise IsADirectoryError(errno.EISDIR, "save_image: path is a folder", name)
     if not overwrite and os.path.lexists(name):
-        raise FileExistsError(
-            errno.EEXIST, "save_image: file exists (pass overwrite=True to replace it)", name
-        )
+        raise exists_error(name, "save_image")
 
     if array.shape[2] == 1:
         pil = Image.fromarray(array[:, :, 0], mode="L")
@@ -274,13 +257,13 @@ def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) 
     else:
         pil = Image.fromarray(array, mode="RGB")
 
-    fd, temp = _open_temp(folder, os.path.basename(name))
+    fd, temp = open_temp(folder, os.path.basename(name), "save_image")
     try:
         with os.fdopen(fd, "wb") as handle:
             pil.save(handle, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(temp, name, overwrite)
+        publish(temp, name, overwrite, "save_image")
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -292,20 +275,29 @@ _resource_stack = contextlib.ExitStack()
 atexit.register(_resource_stack.close)
 
 
-def sample_image_path() -> pathlib.Path:
-    """Path of the bundled sample photo, ``fastdream/data/chelsea.png``.
+def sample_image_path(name: str = "chelsea") -> pathlib.Path:
+    """Path of a bundled sample photo: ``"chelsea"`` (``fastdream/data/chelsea.png``, the default)
+    or ``"coffee"`` (``fastdream/data/coffee.png``).
 
-    Chelsea the cat, 451×300 RGB, from scikit-image's data set, CC0 by the photographer
-    (Stefan van der Walt); see ``fastdream/data/LICENSE.txt``. Found through
-    ``importlib.resources``, so it works from a source checkout and an installed wheel alike
+    * ``"chelsea"``: Chelsea the cat, 451×300 RGB;
+    * ``"coffee"``: a cup of coffee, 600×400 RGB (handy as a ``guide`` image).
+
+    Both from scikit-image's data set, CC0 (public domain); see ``fastdream/data/LICENSE.txt``. Found
+    through ``importlib.resources``, so it works from a source checkout and an installed wheel alike
     (from a zipped install the file is extracted once, for the life of the process).
+
+    Raises:
+        ValueError: ``name`` is not one of the sample names.
     """
-    resource = importlib.resources.files("fastdream") / "data" / _SAMPLE_NAME
+    if name not in SAMPLE_NAMES:
+        raise ValueError(f"sample_image: unknown sample {name!r}; valid names: {', '.join(SAMPLE_NAMES)}")
+    resource = importlib.resources.files("fastdream") / "data" / f"{name}.png"
     if isinstance(resource, pathlib.Path):
         return resource
     return pathlib.Path(_resource_stack.enter_context(importlib.resources.as_file(resource)))
 
 
-def sample_image() -> torch.Tensor:
-    """The bundled sample photo (see :func:`sample_image_path`) as ``uint8`` ``Tensor[3, 300, 451]``."""
-    return load_image(sample_image_path())
+def sample_image(name: str = "chelsea") -> torch.Tensor:
+    """A bundled sample photo (see :func:`sample_image_path`) as ``uint8`` ``Tensor[3, H, W]``:
+    ``Tensor[3, 300, 451]`` for ``"chelsea"``, ``Tensor[3, 400, 600]`` for ``"coffee"``."""
+    return load_image(sample_image_path(name))

@@ -1,6 +1,6 @@
 """Reading and writing frame sequences: video files, animated GIFs and numbered image files.
 
-* ``.mp4`` / ``.mkv`` / ``.webm``: PyAV (the optional extra ``pip install "fastdream[video]"``);
+* ``.mp4`` / ``.mkv`` / ``.webm``: PyAV (``pip install av``; the extra ``video`` of fastdream);
   H.264 (mp4, mkv) or VP9 (webm), 4:2:0. Those codecs need even sizes, so a frame with an odd
   height or width is padded by repeating its last row or column.
 * ``.gif``: Pillow (each frame quantised to its own 256-colour palette, looping forever).
@@ -8,6 +8,8 @@
   a path with a ``%d``-style pattern such as ``out/f%04d.jpg``; numbered from 0.
 
 Frames are uint8 Tensor[3, H, W] (RGB); :class:`VideoWriter` also takes float frames in [0, 1].
+A :class:`VideoWriter` interrupted by Ctrl-C (``KeyboardInterrupt``) still finishes and publishes the
+frames written so far, so a long run is never lost.
 """
 from __future__ import annotations
 
@@ -17,12 +19,14 @@ import fractions
 import glob
 import os
 import re
-import secrets
-from typing import Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
-import torch
-from PIL import Image
+from ._atomic import exists_error, open_temp, publish
+
+if TYPE_CHECKING:  # imported where used: the command line checks paths before it pays for torch
+    import numpy as np
+    import torch
+    from PIL import Image
 
 __all__ = ["VIDEO_SUFFIXES", "read_video", "VideoWriter", "is_sequence_path", "sequence_glob"]
 
@@ -33,7 +37,7 @@ _CONTAINERS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"), ".we
 _CODEC_OPTIONS = {"libx264": {"crf": "18"}, "libvpx-vp9": {"crf": "30", "b": "0"}}
 _PATTERN = re.compile(r"%0?\d*d")
 _FOLDER_PATTERN = "frame_%06d.png"
-_INSTALL_HINT = 'reading and writing .mp4/.mkv/.webm needs PyAV: pip install "fastdream[video]"'
+_INSTALL_HINT = "reading and writing .mp4/.mkv/.webm needs PyAV: pip install av"
 
 
 def _import_av():
@@ -89,6 +93,9 @@ class _Frames:
         return self
 
     def __next__(self) -> torch.Tensor:
+        import numpy as np
+        import torch
+
         try:
             array = next(self._frames)
         except StopIteration:
@@ -154,6 +161,9 @@ def read_video(path: PathLike) -> Tuple[_Frames, Optional[float], Optional[int]]
 
 
 def _read_gif(name: str):
+    import numpy as np
+    from PIL import Image
+
     try:
         image = Image.open(name)
         count = getattr(image, "n_frames", 1)
@@ -194,6 +204,9 @@ def _read_sequence(name: str):
 
 
 def _to_hwc(frame, func: str) -> np.ndarray:
+    import numpy as np
+    import torch
+
     if not isinstance(frame, torch.Tensor):
         raise TypeError(f"{func}: frame must be a torch.Tensor, got {type(frame).__name__}")
     if frame.dim() != 3 or frame.shape[0] != 3 or frame.shape[1] == 0 or frame.shape[2] == 0:
@@ -218,7 +231,8 @@ class VideoWriter:
 
     Use it as a context manager; ``write(frame)`` takes uint8 Tensor[3, H, W] or float in [0, 1],
     every frame of the same size. Videos and GIFs are written to a hidden temporary file in the
-    target's folder and moved into place on a clean close; on an error the temporary file is
+    target's folder and moved into place on a clean close, and on Ctrl-C (``KeyboardInterrupt``
+    inside the ``with`` block) with the frames written so far; on an error the temporary file is
     removed and the target is left as it was. Image files are each written atomically. A folder
     target is created if missing (its parent must exist).
     """
@@ -229,6 +243,7 @@ class VideoWriter:
             raise ValueError(f"VideoWriter: fps must be a finite number > 0, got {fps!r}")
         self.path, self.fps, self.overwrite = name, float(fps), bool(overwrite)
         self.count = 0
+        self.published = False  # a video or GIF moved into place (numbered images: each as written)
         self._size: Optional[Tuple[int, int]] = None
         self._temp: Optional[str] = None
         self._closed = False
@@ -246,6 +261,9 @@ class VideoWriter:
             os.makedirs(folder, exist_ok=True)
             return
         if suffix == ".gif":
+            from PIL import Image
+
+            self._image = Image
             self.kind = "gif"
             self._gif: List[Image.Image] = []
         elif suffix in _CONTAINERS:
@@ -262,11 +280,16 @@ class VideoWriter:
         if os.path.isdir(name):
             raise IsADirectoryError(errno.EISDIR, "VideoWriter: path is a folder", name)
         if not overwrite and os.path.lexists(name):
-            raise FileExistsError(errno.EEXIST, "VideoWriter: file exists (pass overwrite=True to replace it)", name)
-        self._temp = os.path.join(folder, f".{os.path.basename(name)}.{secrets.token_hex(6)}.tmp")
+            raise exists_error(name, "VideoWriter")
+        fd, self._temp = open_temp(folder, os.path.basename(name), "VideoWriter")
+        os.close(fd)  # reserved; PyAV and Pillow write it by name
         if self.kind == "video":
             fmt, self._codec = _CONTAINERS[suffix]
-            self._container = self._av.open(self._temp, mode="w", format=fmt)
+            try:
+                self._container = self._av.open(self._temp, mode="w", format=fmt)
+            except BaseException:
+                os.unlink(self._temp)
+                raise
             self._stream = None
 
     # -- writing --
@@ -282,16 +305,20 @@ class VideoWriter:
         elif size != self._size:
             raise ValueError(f"VideoWriter.write: frame is {size[0]}×{size[1]} but the first was {self._size[0]}×{self._size[1]}")
         if self.kind == "sequence":
+            import torch
+
             from .image_io import save_image
 
             save_image(torch.from_numpy(array).permute(2, 0, 1), self._pattern % self.count, overwrite=self.overwrite)
         elif self.kind == "gif":
-            self._gif.append(Image.fromarray(array, mode="RGB").quantize(256))
+            self._gif.append(self._image.fromarray(array, mode="RGB").quantize(256))
         else:
             self._write_video(array)
         self.count += 1
 
     def _write_video(self, array: np.ndarray) -> None:
+        import numpy as np
+
         height, width = array.shape[:2]
         if height % 2 or width % 2:
             array = np.pad(array, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
@@ -348,23 +375,14 @@ class VideoWriter:
                 os.unlink(self._temp)
 
     def _publish(self) -> None:
-        if self.overwrite:
-            os.replace(self._temp, self.path)
-            return
-        try:  # a hard link fails if the target appeared meanwhile: never replace it
-            os.link(self._temp, self.path)
-        except FileExistsError:
-            raise FileExistsError(errno.EEXIST, "VideoWriter: file exists (pass overwrite=True to replace it)", self.path) from None
-        except OSError:
-            os.replace(self._temp, self.path)
-        else:
-            os.unlink(self._temp)
+        publish(self._temp, self.path, self.overwrite, "VideoWriter")
+        self.published = True
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
+        if exc_type is None or (issubclass(exc_type, KeyboardInterrupt) and self.count):
+            self.close()  # Ctrl-C: the frames written so far make a valid, shorter file
         else:
             self.abort()

@@ -16,7 +16,7 @@ from fastdream import cli
 from fastdream.image_io import load_image, sample_image_path, save_image
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-COFFEE = pathlib.Path(__file__).parent / "coffee.png"
+COFFEE = sample_image_path("coffee")
 FAST = ["--iterations", "1", "--octaves", "1", "--seed", "0", "--quiet"]
 
 

@@ -11,7 +11,7 @@ import fastdream
 from fastdream import cli
 from fastdream.image_io import load_image, sample_image_path, save_image
 
-COFFEE = pathlib.Path(__file__).parent / "coffee.png"
+COFFEE = fastdream.sample_image_path("coffee")
 FAST = ["--iterations", "1", "--octaves", "1", "--quiet"]
 
 

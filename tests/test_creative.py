@@ -22,9 +22,7 @@ def photo():
 
 @pytest.fixture(scope="module")
 def coffee():
-    import os
-
-    img = fastdream.load_image(os.path.join(os.path.dirname(__file__), "coffee.png")).float()[None] / 255
+    img = fastdream.sample_image("coffee").float()[None] / 255
     return torch.nn.functional.interpolate(img, size=(80, 120), mode="bilinear", antialias=True)[0].clamp(0, 1)
 
 

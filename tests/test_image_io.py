@@ -18,7 +18,7 @@ from fastdream.image_io import (
     save_image,
 )
 
-COFFEE = pathlib.Path(__file__).parent / "coffee.png"
+COFFEE = sample_image_path("coffee")
 
 
 @pytest.fixture
@@ -397,9 +397,19 @@ def test_sample_image():
     assert 60 < image.float().mean() < 200  # a real photo, not a blank
 
 
+def test_second_sample_image():
+    path = sample_image_path("coffee")
+    assert path.name == "coffee.png" and path.parent == sample_image_path().parent
+    image = sample_image("coffee")
+    assert image.dtype == torch.uint8 and image.shape == (3, 400, 600)
+    assert image_io.SAMPLE_NAMES == ("chelsea", "coffee")
+    with pytest.raises(ValueError, match="unknown sample 'tea'; valid names: chelsea, coffee"):
+        sample_image_path("tea")
+
+
 def test_sample_licence_is_shipped():
     text = (sample_image_path().parent / "LICENSE.txt").read_text(encoding="utf-8")
-    assert "CC0" in text and "chelsea.png" in text
+    assert "CC0" in text and "chelsea.png" in text and "coffee.png" in text
 
 
 def test_image_suffixes():

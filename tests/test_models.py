@@ -11,7 +11,6 @@ from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import fold_batchnorm, freeze
 
 DATA = os.path.join(os.path.dirname(fastdream.__file__), "data")
-HERE = os.path.dirname(__file__)
 
 
 def _photo(path, size=224):
@@ -58,7 +57,7 @@ def test_unknown_model_and_layer_list_valid_names():
 
 @pytest.mark.parametrize("path,allowed", [
     (os.path.join(DATA, "chelsea.png"), {281, 282, 285}),  # tabby, tiger cat, Egyptian cat
-    (os.path.join(HERE, "coffee.png"), {967, 968, 504}),  # espresso, cup, coffee mug
+    (os.path.join(DATA, "coffee.png"), {967, 968, 504}),  # espresso, cup, coffee mug
 ])
 def test_offline_default_model_classifies_real_photos(lite0, path, allowed):
     with torch.no_grad():

