@@ -31,13 +31,14 @@ def test_backend_info_gives_the_builds_reason(monkeypatch):
 
 
 def test_cuda_reason_from_the_record(monkeypatch):
-    if not _extension.available() or _extension.cuda_compiled():
-        pytest.skip("needs the CPU-only extension")
+    # a CPU-only extension, whatever this installation has
+    monkeypatch.setattr(_extension, "available", lambda: True)
+    monkeypatch.setattr(_extension, "cuda_compiled", lambda: False)
     monkeypatch.setattr(_extension, "build_record", lambda: {
         "extension": "built", "extension_reason": None, "cuda": "skipped", "cuda_reason": "nvcc not found"})
-    assert backends.backend_info()["cuda_error"] == "the build skipped them: nvcc not found"
+    assert _extension.cuda_error() == "the build skipped them: nvcc not found"
     monkeypatch.setattr(_extension, "build_record", lambda: None)
-    assert backends.backend_info()["cuda_error"] == "fastdream._C was built without its CUDA kernels"
+    assert _extension.cuda_error() == "fastdream._C was built without its CUDA kernels"
 
 
 def test_a_failed_compile_warns_and_is_recorded(tmp_path):
