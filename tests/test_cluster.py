@@ -1,4 +1,4 @@
-"""``fastdream dream --ray`` and ``fastdream.cluster`` on a local Ray (2 CPUs): the outputs are the
+"""``fastdream dream --ray`` and ``fastdream.cluster`` on a local Ray (2 CPUs, tests/conftest.py): the outputs are the
 single-process CLI's byte for byte, bad images are reported while the rest are written, ``--resume``
 skips what exists, and a worker killed mid-run loses nothing."""
 
@@ -15,15 +15,6 @@ from fastdream.cluster import DreamWorker, dream_files, plan_batches, require_ra
 
 FAST = ["--octaves", "2", "--iterations", "2", "--seed", "3", "--quiet"]
 SIZES = [(64, 80), (72, 96), (64, 80), (64, 80), (72, 96)]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")  # a guard for users without the [ray] extra; CI installs it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the crashing worker below
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture
@@ -98,6 +89,7 @@ class CrashOnce(DreamWorker):
 
 
 def test_killed_worker_loses_nothing(ray_local, folder, tmp_path):
+    ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ships CrashOnce by value
     expected = single_process(folder, tmp_path / "one")
     (folder / "bad.png").unlink()
     CrashOnce.marker = str(tmp_path / "crashed")
