@@ -3,7 +3,8 @@
 ``fastdream dream INPUT... -o OUTPUT [options]`` (``--demo`` or ``--noise WxH`` instead of INPUT;
 several inputs go through ``Dreamer.dream_many``), ``fastdream zoom IMAGE -o OUTPUT [options]``,
 ``fastdream video INPUT -o OUTPUT [options]`` (``Dreamer.stream``), ``fastdream models``,
-``fastdream layers MODEL``, ``fastdream --version``. Run ``fastdream dream --help`` for the options.
+``fastdream layers MODEL``, ``fastdream --version``; on Ray (the ``[ray]`` extra): ``fastdream dream ...
+--ray [ADDRESS]`` (``fastdream.cluster``) and ``fastdream serve`` (``fastdream.serve``). Run ``fastdream dream --help`` for the options.
 
 Exit codes: 0 success; 1 a runtime failure (missing input, existing output, weights that cannot be
 loaded, or any image that failed); 2 a usage error (bad flag value or combination, unknown model,
