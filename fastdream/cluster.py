@@ -354,10 +354,12 @@ def _dream(ray, sources, dests, options, seed, batch_size, max_side, concurrency
         probed = ray.data.read_binary_files(sources, include_paths=True).map_batches(
             _probe, fn_kwargs={"max_side": max_side}, batch_size=16
         )
+        too_small = _size_check(options)
         for row in probed.iter_rows():
             i = index[str(row["path"])]
-            if row["error"]:
-                done(sources[i], dests[i], row["error"])
+            error = row["error"] or too_small(tuple(row["shape"]))
+            if error:
+                done(sources[i], dests[i], error)
             else:
                 shapes[i] = tuple(row["shape"])
     plan = plan_batches(shapes, batch_size, seed)
@@ -390,6 +392,31 @@ def _dream(ray, sources, dests, options, seed, batch_size, max_side, concurrency
         source = sources[index[str(row["source"])]]
         done(source, row["dest"], row["error"])
     return report
+
+
+def _size_check(options: dict):
+    """``shape -> message`` ("" when fine): the Dreamer's minimum input size, checked in the driver
+    (as ``dream_many`` does before it groups) without building the model."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from .dreamer import Dreamer
+    from .models.registry import DEFAULT_MODEL, get_spec
+
+    model = options.get("model", DEFAULT_MODEL)
+    if not isinstance(model, str):
+        return lambda shape: ""
+    facts = SimpleNamespace(_min_input=get_spec(model).min_input, model_name=model)
+
+    def check(shape: tuple) -> str:
+        try:
+            Dreamer._check_size(facts, torch.empty(shape, device="meta"))
+        except ValueError as exc:
+            return _one_line(exc)
+        return ""
+
+    return check
 
 
 def _aliases(sources: Sequence[str]) -> Dict[str, int]:

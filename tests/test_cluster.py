@@ -4,6 +4,7 @@ skips what exists, and a worker killed mid-run loses nothing."""
 
 import os
 import pathlib
+import subprocess
 import sys
 
 import numpy as np
@@ -19,13 +20,14 @@ SIZES = [(64, 80), (72, 96), (64, 80), (64, 80), (72, 96)]
 
 @pytest.fixture
 def folder(tmp_path):
-    """``in/`` with five noise images of two sizes and one file that is not an image."""
+    """``in/`` with five noise images of two sizes, one too small and one file that is not an image."""
     source = tmp_path / "in"
     source.mkdir()
     rng = np.random.default_rng(0)
     for i, (height, width) in enumerate(SIZES):
         Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(source / f"img{i}.png")
     (source / "bad.png").write_bytes(b"not an image")
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(source / "a_tiny.png")  # too small
     return source
 
 
@@ -35,7 +37,7 @@ def outputs(folder: pathlib.Path) -> dict:
 
 def single_process(source, out, *flags):
     code = cli.main(["dream", str(source), "-o", str(out), *FAST, *flags])
-    assert code == 1  # bad.png
+    assert code == 1  # bad.png, a_tiny.png
     return outputs(out)
 
 
@@ -57,7 +59,8 @@ def test_ray_matches_single_process(ray_local, folder, tmp_path, capsys, batch):
     code = cli.main(["dream", str(folder), "-o", str(tmp_path / "ray"), *FAST, "--batch-size", batch, "--ray"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "bad.png" in err and "not a readable image" in err and "dreamed 5 of 6 images, 1 failed" in err
+    assert "bad.png" in err and "not a readable image" in err and "dreamed 5 of 7 images, 2 failed" in err
+    assert "a_tiny.png: image is 8×8" in err
     got = outputs(tmp_path / "ray")
     assert sorted(got) == [f"img{i}.png" for i in range(5)]
     assert got == expected  # byte for byte
@@ -92,6 +95,7 @@ def test_killed_worker_loses_nothing(ray_local, folder, tmp_path):
     ray_local.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # ships CrashOnce by value
     expected = single_process(folder, tmp_path / "one")
     (folder / "bad.png").unlink()
+    (folder / "a_tiny.png").unlink()
     CrashOnce.marker = str(tmp_path / "crashed")
     sources = sorted(str(path) for path in folder.iterdir())
     out = tmp_path / "ray"
@@ -101,6 +105,13 @@ def test_killed_worker_loses_nothing(ray_local, folder, tmp_path):
     assert os.path.exists(CrashOnce.marker)  # the worker did die
     assert report.failed == [] and sorted(report.written) == sorted(dests)
     assert outputs(out) == expected
+
+
+def test_import_fastdream_imports_neither_ray_nor_torch():
+    code = "import sys, fastdream; fastdream.dream_folder; print(sorted({'ray', 'torch'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=pathlib.Path(__file__).resolve().parents[1])
+    assert result.stdout.strip() == "[]", result.stderr
 
 
 def test_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys):
