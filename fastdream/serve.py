@@ -248,6 +248,8 @@ def run_cli(args) -> int:
     from . import cli
 
     require_ray("fastdream serve")
+    if args.seed is not None:
+        raise cli.UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
     options = cli._dreamer_options(args)
     cli._build_dreamer(args, {k: v for k, v in options.items() if k != "device"})  # checked before Ray starts
     ray, started = _connect(args.ray)
