@@ -18,6 +18,8 @@ _EXPORTS = {
     "Dreamer": ".dreamer",
     "dream": ".dreamer",
     "WeightsUnavailableError": ".errors",
+    "dream_files": ".cluster",
+    "dream_folder": ".cluster",
     "backend_info": ".backends",
     "DEFAULT_MODEL": ".models",
     "default_layer": ".models",
@@ -48,6 +50,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # static tools see the real names
     from .backends import backend_info
+    from .cluster import dream_files, dream_folder
     from .dreamer import DEFAULT_STEP_SIZE, Dreamer, dream
     from .errors import WeightsUnavailableError
     from .image_io import IMAGE_SUFFIXES, load_image, sample_image, sample_image_path, save_image

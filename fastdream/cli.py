@@ -3,7 +3,8 @@
 ``fastdream dream INPUT... -o OUTPUT [options]`` (``--demo`` or ``--noise WxH`` instead of INPUT;
 several inputs go through ``Dreamer.dream_many``), ``fastdream zoom IMAGE -o OUTPUT [options]``,
 ``fastdream video INPUT -o OUTPUT [options]`` (``Dreamer.stream``), ``fastdream models``,
-``fastdream layers MODEL``, ``fastdream --version``. Run ``fastdream dream --help`` for the options.
+``fastdream layers MODEL``, ``fastdream --version``; on Ray (the ``[ray]`` extra): ``fastdream dream ...
+--ray [ADDRESS]`` (``fastdream.cluster``) and ``fastdream serve`` (``fastdream.serve``). Run ``fastdream dream --help`` for the options.
 
 Exit codes: 0 success; 1 a runtime failure (missing input, existing output, weights that cannot be
 loaded, or any image that failed); 2 a usage error (bad flag value or combination, unknown model,
@@ -443,8 +444,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true",
         help="skip inputs whose output exists (to finish an interrupted run); excludes --overwrite",
     )
+    dream.add_argument(
+        "--ray", nargs="?", const="local", metavar="ADDRESS",
+        help="dream on a Ray cluster (needs the [ray] extra): ADDRESS such as auto or ray://HOST:10001, "
+        "none for a local Ray; INPUT and -o may then be URIs such as s3://bucket/in/",
+    )
     _add_dream_options(dream)
     dream.set_defaults(handler=_cmd_dream)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve dreams over HTTP with Ray Serve",
+        description="An HTTP endpoint on Ray Serve (needs the [ray] extra): POST image bytes, get the "
+        "dreamed PNG (or ?format=jpeg); same-size requests are batched. Runs until Ctrl-C.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--max-upload-mb", type=_positive_float_type, default=20.0, metavar="MB",
+        help="larger uploads get HTTP 413 (default: 20)",
+    )
+    serve.add_argument(
+        "--max-batch-size", type=_count_type, default=8, metavar="N",
+        help="same-size requests dreamed together, at most N (default: 8)",
+    )
+    serve.add_argument(
+        "--ray", metavar="ADDRESS", help="run on this Ray cluster (default: a local Ray)"
+    )
+    _add_dream_options(serve)
+    serve.set_defaults(handler=_cmd_serve)
 
     zoom = commands.add_parser(
         "zoom",
@@ -543,11 +571,21 @@ def _cmd_dream(args) -> int:
         raise UsageError("--resume and --overwrite exclude each other: skip existing outputs or replace them")
     if args.noise is not None:
         return _dream_noise(args)
+    if args.ray is not None:
+        from .cluster import run_cli
+
+        return run_cli(args)
     jobs, out_folder = _plan(args)
     dreamer = _build_dreamer(args)
     if out_folder is not None:
         out_folder.mkdir(exist_ok=True)
     return _run(jobs, dreamer, args)
+
+
+def _cmd_serve(args) -> int:
+    from .serve import run_cli
+
+    return run_cli(args)
 
 
 def _dream_noise(args) -> int:
@@ -576,9 +614,8 @@ def _dream_noise(args) -> int:
     return 0
 
 
-def _build_dreamer(args):
-    import fastdream
-
+def _dreamer_options(args) -> dict:
+    """The ``Dreamer(...)`` keyword arguments the flags give (``--guide`` loaded)."""
     options = {
         name: getattr(args, name, None)
         for name in _FLAGS
@@ -591,8 +628,14 @@ def _build_dreamer(args):
             options["guide"] = _load_limited(pathlib.Path(args.guide), args.max_side)
         except (ValueError, OSError) as exc:
             raise OSError(f"--guide: {_one_line(exc)}") from None
+    return dict(options, weights=args.weights)
+
+
+def _build_dreamer(args, options: Optional[dict] = None):
+    import fastdream
+
     try:
-        return fastdream.Dreamer(weights=args.weights, **options)
+        return fastdream.Dreamer(**(_dreamer_options(args) if options is None else options))
     except (ValueError, TypeError) as exc:
         raise UsageError(_flag_message(exc)) from None
 
