@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import fastdream
-from fastdream import cli
+from fastdream import cli, options
 from fastdream.image_io import load_image, sample_image_path, save_image
 
 COFFEE = pathlib.Path(__file__).parent / "coffee.png"
@@ -303,12 +303,12 @@ def test_guide_missing_is_a_runtime_error(capsys, tmp_path, mixed):
 
 
 def test_memory_sizes():
-    assert cli._memory_type("2G") == 2 * 2**30
-    assert cli._memory_type("512M") == 512 * 2**20
-    assert cli._memory_type("1.5GiB") == 3 * 2**29
-    assert cli._memory_type("64kb") == 64 * 1024
-    assert cli._memory_type("1000000") == 1000000
-    assert cli._memory_type("AUTO") == "auto"
+    assert options.parse_memory("2G") == 2 * 2**30
+    assert options.parse_memory("512M") == 512 * 2**20
+    assert options.parse_memory("1.5GiB") == 3 * 2**29
+    assert options.parse_memory("64kb") == 64 * 1024
+    assert options.parse_memory("1000000") == 1000000
+    assert options.parse_memory("AUTO") == "auto"
 
 
 def test_help_states_the_new_defaults():

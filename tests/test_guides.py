@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fastdream.guides import (
+from fastdream.objectives import (
     channel_objective, class_indices, class_objective, guided_objective, imagenet_categories, select_channels,
     weighted_sum,
 )
@@ -44,9 +44,9 @@ def test_guided_matches_twin(a_shape, g_shape):
 
 
 def test_guided_blocks_bf16_and_non_contiguous(monkeypatch):
-    import fastdream.guides as guides
+    import fastdream.objectives.guide as guide_module
 
-    monkeypatch.setattr(guides, "_MATCH_BLOCK", 7)  # many small blocks
+    monkeypatch.setattr(guide_module, "_MATCH_BLOCK", 7)  # many small blocks
     a = rand((2, 8, 5, 9), 3).permute(0, 1, 3, 2)
     guide = rand((1, 8, 6, 4), 4).transpose(2, 3)
     loss, g = grad_of(guided_objective(guide), a)

@@ -109,36 +109,6 @@ def test_jitter_accepts_any_layout_of_src(device, view):
     assert torch.equal(ops.jitter(src, shifts), jitter_ref(src.contiguous(), shifts))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("out_dtype", FLOATS)
-@pytest.mark.parametrize("spread", [1.0, 1e-6, 1e6])  # 1e-6 std: fp16 overflow; 1e6: subnormals
-@pytest.mark.parametrize("shape", [(2, 3, 31, 17), (1, 3, 16, 64)])
-def test_jitter_fused_normalize_and_cast_is_bit_exact(device, out_dtype, spread, shape):
-    gen = generator("normalize", out_dtype, spread, shape)
-    src = rand_image(shape, gen, device)
-    shifts = make_shifts(shape[0], "huge", gen, device)
-    mean, std = [0.485, 0.456, 0.406], [0.229 * spread, 0.224 * spread, 0.225 * spread]
-    out = ops.jitter(src, shifts, mean=mean, std=std, out_dtype=out_dtype)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    expected = ((jitter_ref(src, shifts) - m) / s).to(out_dtype)
-    assert out.dtype == out_dtype
-    assert torch.equal(out, expected)
-    scalar = ops.jitter(src, shifts, mean=0.5, std=0.25 * spread, out_dtype=out_dtype)
-    assert torch.equal(scalar, ((jitter_ref(src, shifts) - 0.5) / (0.25 * spread)).to(out_dtype))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
-def test_jitter_cast_only(device, out_dtype):
-    gen = generator("cast", out_dtype)
-    src = rand_grad((2, 4, 9, 12), gen, device, scale=1e3)
-    shifts = make_shifts(2, "small", gen, device)
-    out = torch.empty(src.shape, dtype=out_dtype, device=device)
-    ops.jitter(src, shifts, out=out, out_dtype=out_dtype)
-    assert torch.equal(out, jitter_ref(src, shifts).to(out_dtype))
-
-
 # ------------------------------------------------------------------------------ normalized_step_
 
 
@@ -268,15 +238,6 @@ def _bad_cases():
         ("out-shape", lambda: j(x, s, out=torch.empty(2, 3, 8, 9)), ValueError, "out must be"),
         ("out-noncontig", lambda: j(x, s, out=torch.empty(2, 3, 8, 16)[..., ::2]), ValueError, "out must be"),
         ("out-aliases-src", lambda: j(x, s, out=x), ValueError, "out must not overlap src"),
-        ("mean-alone", lambda: j(x, s, mean=0.5), ValueError, "mean and std"),
-        ("std-zero", lambda: j(x, s, mean=0.5, std=[1.0, 0.0, 1.0]), ValueError, "std must be non-zero"),
-        ("mean-length", lambda: j(x, s, mean=[0.1, 0.2], std=1.0), ValueError, "mean must be .* got 2 values"),
-        ("mean-nan", lambda: j(x, s, mean=float("nan"), std=1.0), ValueError, "mean"),
-        ("std-type", lambda: j(x, s, mean=0.0, std="one"), TypeError, "std must be"),
-        ("out_dtype-int", lambda: j(x, s, out_dtype=torch.int32), TypeError, "out_dtype"),
-        ("out_dtype-str", lambda: j(x, s, out_dtype="float16"), TypeError, "out_dtype"),
-        ("normalize-half-src", lambda: j(x.half(), s, mean=0.0, std=1.0), TypeError, "src must be float32"),
-        ("normalize-wide", lambda: j(wide, s1, mean=0.0, std=1.0), ValueError, "at most 64"),
         ("img-type", lambda: st(x.numpy(), g, s, 0.1, 0.0, 1.0), TypeError, "img must be a torch.Tensor"),
         ("img-dtype", lambda: st(x.half(), g, s, 0.1, 0.0, 1.0), TypeError, "img must be a float32"),
         ("img-noncontig", lambda: st(x.transpose(2, 3), g, s, 0.1, 0.0, 1.0), ValueError,
@@ -350,7 +311,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
     src, grad = rand_image(shape, gen, device), rand_grad(shape, gen, device)
     shifts = make_shifts(2, "huge", gen, device)
     fast_jitter = ops.jitter(src, shifts)
-    fast_norm = ops.jitter(src, shifts, mean=[0.4, 0.5, 0.6], std=0.2, out_dtype=torch.bfloat16)
     fast_step = ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_extension, "_loaded", True)
@@ -362,7 +322,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             slow_jitter = ops.jitter(src, shifts)
-            slow_norm = ops.jitter(src, shifts, mean=[0.4, 0.5, 0.6], std=0.2, out_dtype=torch.bfloat16)
             slow_step = ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
             ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
     ours = [w for w in caught if issubclass(w.category, RuntimeWarning) and "fastdream._C" in str(w.message)]
@@ -370,7 +329,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
     message = str(ours[0].message)
     assert "pretend the build failed" in message and "pip install" in message
     assert torch.equal(slow_jitter, fast_jitter)
-    assert torch.equal(slow_norm, fast_norm)
     torch.testing.assert_close(slow_step, fast_step, rtol=1e-5, atol=1e-6)
 
 
