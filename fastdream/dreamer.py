@@ -7,7 +7,6 @@ the octave loop. ``dream_many`` batches images of one shape, ``stream`` feeds fr
 from __future__ import annotations
 
 import itertools
-import secrets
 from typing import Dict, Iterable, Iterator, Optional, Union
 
 import torch
@@ -16,8 +15,7 @@ from . import options as _options
 from ._checks import check_image
 from ._convert import to_dtype_like, to_float01
 from .engine import Engine, progress_bar
-from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
-from .options import check_seed
+from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real, check_seed
 from .prefetch import prefetched
 
 __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]
@@ -139,19 +137,7 @@ class Dreamer:
         """
         if image is not None:
             check_image(image)
-        return self._dream(image, seed, progress, size)
-
-    def _dream(self, image: Optional[torch.Tensor], seed, progress, size) -> torch.Tensor:
-        """``__call__`` on an image already checked (or None)."""
-        seed = self.options.seed if seed is None else check_seed("seed", seed)
-        if seed is None:
-            seed = secrets.randbits(63)
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
-        if image is None:
-            image = self._engine.initial_image(size, seed)
-        elif size is not None:
-            raise OptionError("{0} is only for image=None (dreaming from noise); resize the image yourself", "size")
-        return self._engine.dream(image, seed, progress)
+        return self._engine.dream(image, seed, progress, size)
 
     def dream_many(
         self,
@@ -211,7 +197,7 @@ class Dreamer:
                     for start in range(0, len(indices), step):
                         chunk = indices[start : start + step]
                         batch = torch.stack([window[i] for i in chunk])
-                        out = self._dream(batch, _seed_for(seed, next(counter)), False, None)
+                        out = self._engine.dream(batch, _seed_for(seed, next(counter)), False)
                         for j, i in enumerate(chunk):
                             results[i] = out[j]
                         if bar is not None:
@@ -249,7 +235,7 @@ class Dreamer:
                 source = frame
                 if previous is not None and blend > 0:
                     source = torch.lerp(to_float01(frame), to_float01(previous), blend).clamp_(0, 1)
-                out = self._dream(source, _seed_for(seed, k), False, None)
+                out = self._engine.dream(source, _seed_for(seed, k), False)
                 out = to_dtype_like(out, frame.dtype) if out.dtype != frame.dtype else out
                 previous = out
                 if bar is not None:
@@ -283,4 +269,4 @@ def dream(
     """
     if image is not None:
         check_image(image)  # once, before the model is loaded
-    return Dreamer(**options)._dream(image, seed, progress, size)
+    return Dreamer(**options)._engine.dream(image, seed, progress, size)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import secrets
 import threading
 from typing import Dict, List, Optional
 
@@ -33,7 +34,7 @@ from .models.registry import ModelSpec, get_spec
 from .objectives import Context, Objective, ObjectivePlan, class_indices, compose, imagenet_categories
 from .objectives.compose import first_octave
 from .octaves import octave_sizes, shift_table
-from .options import OptionError, Options, check_int
+from .options import OptionError, Options, check_bool, check_int, check_seed
 from .regularizers import gaussian_smooth, laplacian_normalize
 from .resize import resize_add
 from .step import StepConfig, Stepper, Tiling, autocast_context
@@ -223,9 +224,20 @@ class Engine:
 
     # -- a call ----------------------------------------------------------------------------------
 
-    def dream(self, image: torch.Tensor, seed: int, progress: bool) -> torch.Tensor:
+    def dream(self, image: Optional[torch.Tensor], seed: Optional[int] = None, progress: Optional[bool] = None,
+              size=None) -> torch.Tensor:
         """Dream a checked image (``fastdream._checks.check_image``): Tensor[3, H, W] or [B, 3, H, W],
-        1 or 3 channels, uint8 or float in [0, 1]. Returns a new tensor of its shape, dtype and device."""
+        1 or 3 channels, uint8 or float in [0, 1]. Returns a new tensor of its shape, dtype and device.
+        ``image=None``: dream from the ``init`` option's image of ``size``. ``seed``, ``progress``:
+        ``None`` takes the options' (a fresh random seed where that is ``None`` too)."""
+        seed = self.options.seed if seed is None else check_seed("seed", seed)
+        if seed is None:
+            seed = secrets.randbits(63)
+        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        if image is None:
+            image = self.initial_image(size, seed)
+        elif size is not None:
+            raise OptionError("{0} is only for image=None (dreaming from noise); resize the image yourself", "size")
         self.check_size(image)
         device = self.device_for(image)
         batch_in = image.dim() == 4

@@ -537,4 +537,4 @@ def signature(leading: Sequence[str] = ("model", "layers")) -> inspect.Signature
                           else inspect.Parameter.KEYWORD_ONLY, default=f.default)
         for f in sorted(fields(), key=lambda f: f.name not in leading)
     ]
-    return inspect.Signature([inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)] + params)
+    return inspect.Signature(params)

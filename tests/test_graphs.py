@@ -227,7 +227,6 @@ CUDA_OPTIONS = dict(octaves=2, iterations=WARMUP + 3)
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_dream_equals_eager(deterministic, batch, precision):
     x = torch.rand(batch, 3, 72, 90, generator=torch.Generator().manual_seed(batch)).cuda()
     graphs = fastdream.Dreamer(precision=precision, **CUDA_OPTIONS)
@@ -246,7 +245,6 @@ def test_cuda_graph_dream_equals_eager(deterministic, batch, precision):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_capture_failure_warns_once_and_gives_the_eager_result(deterministic, monkeypatch):
     def broken(self, fn):
         raise RuntimeError("capture refused")
@@ -266,7 +264,6 @@ def test_cuda_capture_failure_warns_once_and_gives_the_eager_result(deterministi
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tiled_octaves_run_eagerly(deterministic):
     x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0)).cuda()
     options = dict(CUDA_OPTIONS, tile_size=64, tile_margin=32)
@@ -277,7 +274,6 @@ def test_cuda_tiled_octaves_run_eagerly(deterministic):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_stepper_with_smoothing_and_progress(deterministic):
     x = torch.rand(3, 3, 80, 64, generator=torch.Generator().manual_seed(3)).cuda()
     options = dict(CUDA_OPTIONS, smoothing=1.0)

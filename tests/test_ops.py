@@ -19,11 +19,6 @@ import torch
 from fastdream import _extension, backends, ops
 from fastdream._reference import jitter_ref, normalized_step_ref
 
-CUDA = pytest.param(
-    "cuda",
-    marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
-)
-DEVICES = ["cpu", CUDA]
 # 1x1, odd, prime, W % 4 == 0 (vector paths), more than 3 channels, batch 1 and many, big enough for threads
 SHAPES = [(1, 1, 1, 1), (1, 3, 7, 13), (4, 3, 31, 17), (2, 3, 97, 89), (3, 1, 16, 64), (8, 3, 32, 32), (2, 5, 8, 12)]
 SHIFT_KINDS = ["small", "huge", "extreme"]
@@ -66,7 +61,6 @@ def misaligned(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------- jitter
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -81,7 +75,6 @@ def test_jitter_is_bit_exact(device, shape, kind, dtype):
     assert torch.equal(src, before) and torch.equal(shifts, shifts_before)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_jitter_writes_into_out(device):
     gen = generator("out")
     src = rand_image((3, 3, 20, 24), gen, device)
@@ -92,7 +85,6 @@ def test_jitter_writes_into_out(device):
     assert torch.equal(out, jitter_ref(src, shifts))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("view", ["channels_last", "permuted", "sliced", "misaligned"])
 def test_jitter_accepts_any_layout_of_src(device, view):
     gen = generator("layout", view)
@@ -121,7 +113,6 @@ def assert_step_matches(img, grad, shifts, step_size, lo, hi, eps=1e-8):
     assert torch.equal(grad, grad_before)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
 @pytest.mark.parametrize("grad_dtype", FLOATS)
@@ -134,7 +125,6 @@ def test_step_matches_reference(device, shape, kind, grad_dtype):
     assert_step_matches(img, grad, shifts, 0.2, 0.0, 1.0)  # a big step: many values clip
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("grad_dtype", FLOATS)
 @pytest.mark.parametrize("layout", ["channels_last", "permuted", "sliced", "misaligned"])
 @pytest.mark.parametrize("shape", [(2, 3, 31, 17), (3, 3, 16, 24), (1, 1, 1, 1)])
@@ -153,7 +143,6 @@ def test_step_gradient_layouts(device, grad_dtype, layout, shape):
     assert_step_matches(img, grad, make_shifts(shape[0], "huge", gen, device), 0.05, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "lo, hi",
     [
@@ -172,7 +161,6 @@ def test_step_bounds(device, lo, hi):
     assert_step_matches(img, grad, make_shifts(2, "small", gen, device), 0.3, lo, hi)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_step_images_are_independent_and_eps_is_used(device):
     gen = generator("independent")
     img = rand_image((3, 3, 12, 12), gen, device)
@@ -201,7 +189,6 @@ def test_step_is_deterministic_and_thread_independent():
 # ----------------------------------------------------------------------------------------- empty
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(0, 3, 8, 8), (2, 3, 0, 8), (2, 3, 8, 0), (2, 0, 8, 8)])
 def test_empty_tensors_return_early(device, shape):
     shifts = torch.zeros((shape[0], 2), dtype=torch.int32, device=device)
@@ -304,7 +291,6 @@ def test_backend_info_and_select_backend():
         assert info["cuda_version"] and info["cuda_archs"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fallback_gives_the_same_results_and_warns_once(device):
     gen = generator("fallback")
     shape = (2, 3, 31, 20)
@@ -336,7 +322,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_ops_run_on_the_current_stream():
     gen = generator("stream")
     shape = (4, 3, 64, 48)
@@ -355,7 +340,6 @@ def test_cuda_ops_run_on_the_current_stream():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_replays_with_new_shifts():
     """Both ops read the shifts on the device and never sync: capture once, replay with new shifts."""
     if backends.select_backend("cuda") != "cuda":
