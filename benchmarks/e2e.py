@@ -1,4 +1,4 @@
-"""End-to-end DeepDream timing: reference vs fastdream vs the floor, in one run (DESIGN.md §6).
+"""End-to-end DeepDream timing: reference vs fastdream vs the floor, in one run (docs/architecture.md, "Measuring").
 
 - ``reference``: the seed algorithm in plain eager float32 PyTorch (``torch.roll``,
   ``g.abs().mean()``, the same truncated model, NCHW, BatchNorm as trained), the way peers write it.

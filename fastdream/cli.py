@@ -664,8 +664,7 @@ def _frame_bar(args, total: Optional[int]):
 
 
 def _cmd_zoom(args) -> int:
-    import torch
-
+    from ._convert import to_float01
     from .image_io import load_image
     from .transforms import zoom_transform
     from .video import VideoWriter
@@ -679,7 +678,7 @@ def _cmd_zoom(args) -> int:
         image = _limit_side(image, args.max_side)
     with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
         dreamer = _build_dreamer(args)
-        frame = image.to(torch.float32).div_(255.0)
+        frame = to_float01(image)
         with _frame_bar(args, args.frames) as bar:
             for index in range(args.frames):
                 frame = dreamer(frame, seed=_frame_seed(args.seed, index), progress=False)
@@ -693,8 +692,7 @@ def _cmd_zoom(args) -> int:
 
 
 def _cmd_video(args) -> int:
-    import torch
-
+    from ._convert import to_float01
     from .video import VideoWriter, read_video
 
     source = pathlib.Path(args.input)
@@ -708,7 +706,7 @@ def _cmd_video(args) -> int:
                 return
             if args.max_side is not None:
                 frame = _limit_side(frame, args.max_side)
-            yield frame.to(torch.float32).div_(255.0)
+            yield to_float01(frame)
 
     with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
         dreamer = _build_dreamer(args)

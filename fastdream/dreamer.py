@@ -15,7 +15,8 @@ from . import options as _options
 from ._checks import check_image
 from ._convert import to_dtype_like, to_float01
 from .engine import Engine, progress_bar
-from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real, check_seed
+from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
+from .options import check_seed
 from .prefetch import prefetched
 
 __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]

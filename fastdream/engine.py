@@ -156,7 +156,7 @@ class Engine:
             self.spec = _wrapped("model", get_spec, model)
             self.model_name = model
             self.user_model = None
-            base = self.spec.build(options.weights)
+            base = _wrapped("weights", self.spec.build, options.weights)
             aliases = self.spec.aliases
             if layer_weights is None and class_weights is None:
                 layer_weights = {self.spec.default_layer: 1.0}

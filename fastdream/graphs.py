@@ -144,8 +144,8 @@ class GraphStepper(Stepper):
     """``step.Stepper`` whose untiled CUDA iterations are replays of a captured CUDA graph.
 
     Args (besides ``Stepper``'s):
-        cache: where graphs live across calls (``Dreamer`` keeps one per device and precision).
-        notice: says once that a capture failed (``Dreamer`` keeps one).
+        cache: where graphs live across calls (the engine keeps one per device and precision).
+        notice: says once that a capture failed (the engine keeps one per Dreamer).
         signature: hashable options that shape the captured work but are not in ``config`` or the
             objective's identity (the gradient transforms' settings).
         model: the model whose parameters the graph reads (their addresses go into the key).
