@@ -242,21 +242,20 @@ class Engine:
         device = self.device_for(image)
         batch_in = image.dim() == 4
         x = image if batch_in else image.unsqueeze(0)
+        batch, channels, height, width = x.shape
         with autograd_on():
-            if x.shape[0] == 0:
+            if batch == 0:
                 return image.clone()
-            img = to_float01(x, device)
-            grey = img.shape[1] == 1
-            if grey:
-                img = img.expand(-1, 3, -1, -1).contiguous()
-            sizes = octave_sizes(img.shape[-2], img.shape[-1], self.options.octaves, self.options.octave_scale,
-                                 self.min_size)
+            sizes = octave_sizes(height, width, self.options.octaves, self.options.octave_scale, self.min_size)
             generator = torch.Generator().manual_seed(seed)
-            tables = [shift_table(self.options.iterations, img.shape[0], self.options.jitter, generator)
-                      for _ in sizes]
+            tables = [shift_table(self.options.iterations, batch, self.options.jitter, generator) for _ in sizes]
             with self.lock:
                 prepared = self.prepare(device)
-                tilings = self.tilings(prepared, img.shape[0], sizes, generator)
+                tilings = self.tilings(prepared, batch, sizes, generator)
+                img = to_float01(x, device)
+                grey = channels == 1
+                if grey:
+                    img = img.expand(-1, 3, -1, -1).contiguous()
                 out = self.octaves(prepared, img, sizes, tables, tilings, progress)
             if grey:
                 out = out.mean(dim=1, keepdim=True)
@@ -321,19 +320,6 @@ class Engine:
         return compose(self.plan, Context(prepared.features, prepared.device, first_octave(img, first_size),
                                           prepared.memo))
 
-    def stepper(self, prepared: Prepared, objective: Objective) -> Stepper:
-        """Eager iterations, or CUDA-graph replays where they pay and can be had (a static objective
-        on a CUDA device with the compiled kernels)."""
-        options = self.options
-        config = StepConfig(options.step_size)
-        transforms = self._grad_transforms()
-        device = prepared.device
-        if options.cuda_graphs and device.type == "cuda" and objective.static and ops.compiled(device):
-            return GraphStepper(prepared.features, objective, config, transforms, cache=prepared.graphs,
-                                notice=self.graph_notice, signature=(options.smoothing, options.lap_normalize),
-                                model=prepared.model, dtype=prepared.dtype)
-        return Stepper(prepared.features, objective, config, transforms)
-
     def _grad_transforms(self) -> list:
         transforms = []
         if self.options.smoothing is not None:
@@ -345,12 +331,23 @@ class Engine:
         return transforms
 
     def octaves(self, prepared: Prepared, img: torch.Tensor, sizes, tables, tilings, progress: bool) -> torch.Tensor:
-        """The octave loop on float32 ``img`` [B, 3, H, W] (on the compute device); returns the dream."""
+        """The octave loop on float32 ``img`` [B, 3, H, W] (on the compute device); returns the dream.
+
+        The iterations run eagerly (``Stepper``), or as CUDA-graph replays (``GraphStepper``) where
+        they pay and can be had: a static objective on a CUDA device with the compiled kernels.
+        """
+        options = self.options
         objective = self.objective_for(prepared, img, sizes[0])
-        stepper = self.stepper(prepared, objective)
+        config, transforms, device = StepConfig(options.step_size), self._grad_transforms(), prepared.device
+        if options.cuda_graphs and device.type == "cuda" and objective.static and ops.compiled(device):
+            stepper = GraphStepper(prepared.features, objective, config, transforms, cache=prepared.graphs,
+                                   notice=self.graph_notice, signature=(options.smoothing, options.lap_normalize),
+                                   model=prepared.model, dtype=prepared.dtype)
+        else:
+            stepper = Stepper(prepared.features, objective, config, transforms)
         user = self.user_model
         modes = [m.training for m in user.modules()] if user is not None else None
-        with progress_bar(progress, "dream", "step", total=len(sizes) * self.options.iterations, leave=False) as bar:
+        with progress_bar(progress, "dream", "step", total=len(sizes) * options.iterations, leave=False) as bar:
             try:
                 if user is not None:
                     user.eval()
@@ -361,7 +358,7 @@ class Engine:
                     shifts = table.to(prepared.device, non_blocking=True)
                     stepper.run(x, shifts, bar, tiling)
                     detail = x - base
-                return keep_colors(img, x) if self.options.keep_colors else x
+                return keep_colors(img, x) if options.keep_colors else x
             finally:
                 if user is not None:
                     for m, mode in zip(user.modules(), modes):
