@@ -25,6 +25,7 @@ import math
 import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -240,22 +241,11 @@ def check_normalize(name: str, normalize) -> Optional[Tuple[Tuple[float, ...], T
 
 
 def check_model(name: str, model):
-    """A model name (str; the registry checks it) or an ``nn.Module`` (duck-typed: no torch import)."""
-    if isinstance(model, str) or _is_module(model):
+    """A model name (str; the registry checks it) or an ``nn.Module``."""
+    nn = sys.modules.get("torch.nn")  # a module can only exist once torch is imported: no import here
+    if isinstance(model, str) or (nn is not None and isinstance(model, nn.Module)):
         return model
     raise OptionTypeError("{0} must be a model name (str) or an nn.Module, got {got}", name, got=_type_name(model))
-
-
-def _is_module(value) -> bool:
-    nn = _torch_nn()
-    return nn is not None and isinstance(value, nn.Module)
-
-
-def _torch_nn():
-    import sys
-
-    torch = sys.modules.get("torch")  # a module can only exist if torch is imported already
-    return getattr(torch, "nn", None) if torch is not None else None
 
 
 def check_weights(name: str, weights):
@@ -441,7 +431,7 @@ class Options:
         shown="the model's default layer")
     weights: Any = option(
         "default", check_weights, "pretrained weights ('default'), random init ('none'), or a .pth state dict file",
-        group="model", parse=parse_weights, metavar="default|none|PATH")
+        group="model", parse=parse_weights, metavar="default|none|PATH", shown="pretrained")
     channels: Any = option(None, check_channels, "maximise only these channel indices of the layer(s)",
                            group="model", parse=parse_channels, metavar="I,J,...", shown="all")
     objective: Any = option("l2", check_objective, "what to maximise: l2 = 0.5*sum(a^2) or mean", group="model",
@@ -461,7 +451,7 @@ class Options:
     min_size: Optional[int] = option(None, _optional(_at_least(1)), "smallest short side of an octave",
                                      group="algorithm", parse=int, metavar="PX", shown="the model's")
     seed: Optional[int] = option(None, check_seed, "seed of the random shifts, for repeatable results",
-                                 group="algorithm", parse=int, per_call=True)
+                                 group="algorithm", parse=int, per_call=True, shown="fresh randomness")
 
     guide: Any = option(None, check_guide, "grow the features of this image instead of --objective's",
                         group="what to dream", metavar="IMAGE", shown="none")

@@ -13,6 +13,8 @@ from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..options import OptionError, OptionTypeError
+
 Objective = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
 PerLayer = Callable[[torch.Tensor], torch.Tensor]
 ObjectiveArg = Union[str, Callable[[torch.Tensor], torch.Tensor]]
@@ -64,14 +66,15 @@ def layer_objective(objective: ObjectiveArg, channels: Optional[Sequence[int]] =
     def per_layer(a: torch.Tensor) -> torch.Tensor:
         if index is not None:
             if max(index) >= a.shape[1]:
-                raise ValueError(f"channels: the layer has {a.shape[1]} channels, got index {max(index)}")
+                raise OptionError("{0}: the layer has {n} channels, got index {index}", "channels", n=a.shape[1],
+                                  index=max(index))
             chosen = on_device.get(a.device)
             if chosen is None:
                 chosen = on_device[a.device] = torch.tensor(index, dtype=torch.int64, device=a.device)
             a = a.index_select(1, chosen)
         term = base(a)
         if not isinstance(term, torch.Tensor) or term.numel() != 1:
-            raise TypeError("objective: a custom objective must return a scalar tensor")
+            raise OptionTypeError("{0}: a custom objective must return a scalar tensor", "objective")
         return term
 
     return per_layer
