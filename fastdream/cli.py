@@ -169,7 +169,7 @@ def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
         help="first downscale inputs (and --guide) whose long side exceeds N pixels (handy on the CPU)",
     )
     parser.set_defaults(options_given=())
-    groups: Dict[str, argparse._ArgumentGroup] = {}
+    groups: Dict[str, object] = {}
     for field in options.fields():
         meta = field.metadata
         if meta["group"] is None or meta["command"] not in (None, command):
