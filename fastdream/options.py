@@ -1,6 +1,7 @@
 """The options of a dream, declared once: type, default, check, and how the command line spells them.
 
-    >>> options = Options(octaves=3, layers="_blocks.9:1,_blocks.11:0.5")   # doctest: +SKIP
+    >>> Options(octaves=3, layers=["_blocks.9", "_blocks.11"]).layers
+    {'_blocks.9': 1.0, '_blocks.11': 1.0}
     >>> Options(octaves=0)
     Traceback (most recent call last):
     fastdream.options.OptionError: octaves must be >= 1, got 0

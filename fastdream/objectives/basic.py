@@ -9,14 +9,19 @@ into an :class:`Objective`, which says whether it may be captured in a CUDA grap
 from __future__ import annotations
 
 import numbers
-from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from ..options import OptionError, OptionTypeError
 
+if TYPE_CHECKING:
+    from .compose import Context, ObjectivePlan
+
 Objective = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
 PerLayer = Callable[[torch.Tensor], torch.Tensor]
+Terms = List[Tuple[str, float, PerLayer]]
+"""``(layer, weight, per_layer)`` terms, what :func:`weighted_sum` adds up."""
 ObjectiveArg = Union[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -125,3 +130,8 @@ def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]], static: bool = Tr
         if isinstance(term[1], bool) or not isinstance(term[1], numbers.Real):
             raise TypeError(f"weighted_sum: the weight of layer {term[0]!r} must be a real number")
     return Objective(terms, static)
+
+
+def basic_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
+    """The ``objective`` option on the ``channels`` of every layer (needs no context)."""
+    return layer_terms(plan.objective, plan.layers, plan.channels)

@@ -7,13 +7,17 @@ when the objective is built: nothing is read back to the host while the dream ru
 from __future__ import annotations
 
 import numbers
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from ..options import CHANNEL_MODES
-from .basic import BASES, PerDevice, PerLayer, check_tensor
+from .basic import BASES, PerDevice, PerLayer, Terms, check_tensor
 
-__all__ = ["CHANNEL_MODES", "select_channels", "channel_objective"]
+if TYPE_CHECKING:
+    from .compose import Context, ObjectivePlan
+
+__all__ = ["CHANNEL_MODES", "channel_mode_terms", "select_channels", "channel_objective"]
 
 
 def select_channels(acts: torch.Tensor, mode: str, count: int) -> torch.Tensor:
@@ -82,3 +86,14 @@ def channel_objective(index: torch.Tensor, base: str = "l2") -> PerLayer:
         return per_image(torch.gather(a, 1, idx))
 
     return objective
+
+
+def channel_mode_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
+    """The channels the plan's mode picks in each input image (at its first octave size), if it has a mode."""
+    if plan.channel_mode is None:
+        return None
+    with torch.no_grad():
+        acts = context.features(context.first_octave())
+    base = plan.objective if isinstance(plan.objective, str) else "l2"
+    return [(name, w, channel_objective(select_channels(acts[name], plan.channel_mode, plan.channel_count), base))
+            for name, w in plan.layers.items()]

@@ -9,13 +9,16 @@ from __future__ import annotations
 import difflib
 import numbers
 import re
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .basic import PerDevice, PerLayer
+from .basic import PerDevice, PerLayer, Terms
 
-__all__ = ["imagenet_categories", "class_indices", "class_objective"]
+if TYPE_CHECKING:
+    from .compose import Context, ObjectivePlan
+
+__all__ = ["imagenet_categories", "class_indices", "class_objective", "class_terms"]
 
 
 def imagenet_categories(weights_meta=None) -> List[str]:
@@ -135,3 +138,10 @@ def class_objective(indices: Sequence[int]) -> PerLayer:
         return flat.float().index_select(1, chosen.on(flat.device)).sum()
 
     return objective
+
+
+def class_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
+    """One term per class on the model's logits layer (none without classes)."""
+    if not plan.classes:
+        return []
+    return [(plan.logits_layer, w, class_objective([i])) for i, w in plan.classes.items()]

@@ -5,25 +5,24 @@
 
 The per-layer part comes from the first of :data:`LAYER_SOURCES` that the plan asks for (a guide
 image, a channel mode, else the ``objective`` option on the chosen ``channels``); the class terms
-(:data:`ADDED_SOURCES`) are added to it. A new objective is one module with its ``*_terms``
-function, listed here (``docs/architecture.md``, "Objectives").
+(:data:`ADDED_SOURCES`) are added to it. Each source is the ``*_terms(plan, context)`` function of
+its module: a new objective is one module with its per-layer objective and its ``*_terms``,
+listed here (``docs/architecture.md``, "Objectives").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional
 
 import torch
 
-from .._convert import to_float01
 from .._reference import resize_ref
-from .basic import Objective, ObjectiveArg, PerLayer, layer_terms, weighted_sum
-from .channels import channel_objective, select_channels
-from .classes import class_objective
-from .guide import guided_objective
+from .basic import Objective, ObjectiveArg, Terms, basic_terms, weighted_sum
+from .channels import channel_mode_terms
+from .classes import class_terms
+from .guide import guide_terms
 
 Features = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
-Terms = List[Tuple[str, float, PerLayer]]
 
 
 @dataclass
@@ -64,37 +63,6 @@ class Context:
     device: torch.device
     first_octave: Callable[[], torch.Tensor]
     memo: dict
-
-
-def guide_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
-    if plan.guide is None:
-        return None
-    acts = context.memo.get("guide")
-    if acts is None:
-        with torch.no_grad():
-            guide = to_float01(plan.guide.unsqueeze(0), context.device)
-            acts = context.memo["guide"] = context.features(guide)
-    return [(name, w, guided_objective(acts[name])) for name, w in plan.layers.items()]
-
-
-def channel_mode_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
-    if plan.channel_mode is None:
-        return None
-    with torch.no_grad():
-        acts = context.features(context.first_octave())
-    base = plan.objective if isinstance(plan.objective, str) else "l2"
-    return [(name, w, channel_objective(select_channels(acts[name], plan.channel_mode, plan.channel_count), base))
-            for name, w in plan.layers.items()]
-
-
-def basic_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
-    return layer_terms(plan.objective, plan.layers, plan.channels)
-
-
-def class_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
-    if not plan.classes:
-        return []
-    return [(plan.logits_layer, w, class_objective([i])) for i, w in plan.classes.items()]
 
 
 LAYER_SOURCES = (guide_terms, channel_mode_terms, basic_terms)

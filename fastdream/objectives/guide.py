@@ -6,11 +6,17 @@ summed over the batch, float32). Nothing is read back to the host while the drea
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
 import torch
 
-from .basic import PerDevice, PerLayer, check_tensor
+from .._convert import to_float01
+from .basic import PerDevice, PerLayer, Terms, check_tensor
 
-__all__ = ["guided_objective"]
+if TYPE_CHECKING:
+    from .compose import Context, ObjectivePlan
+
+__all__ = ["guide_terms", "guided_objective"]
 
 # Elements of one [B, n, N'] score block of the guide match: 2**24 floats = 64 MiB.
 _MATCH_BLOCK = 1 << 24
@@ -63,3 +69,15 @@ def _best_matches(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     xt = x.transpose(1, 2)  # [B, N, C]
     parts = [torch.bmm(xt[:, i: i + step], g).argmax(dim=2) for i in range(0, positions, step)]
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+
+def guide_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
+    """The guided objective at every layer, if the plan has a guide (its features: once per device)."""
+    if plan.guide is None:
+        return None
+    acts = context.memo.get("guide")
+    if acts is None:
+        with torch.no_grad():
+            guide = to_float01(plan.guide.unsqueeze(0), context.device)
+            acts = context.memo["guide"] = context.features(guide)
+    return [(name, w, guided_objective(acts[name])) for name, w in plan.layers.items()]
