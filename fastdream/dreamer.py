@@ -223,7 +223,7 @@ class Dreamer:
         if blend >= 1.0:
             raise OptionError("{0} must be in [0, 1), got {blend}", "blend", blend=blend)
         seed = check_seed("seed", seed)
-        progress = self.options.progress if progress is None else progress
+        progress = self.options.progress if progress is None else check_bool("progress", progress)
         previous = None
         with progress_bar(progress, "frames", "frame") as bar:
             for k, frame in enumerate(frames):
