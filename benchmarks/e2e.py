@@ -1,4 +1,4 @@
-"""End-to-end DeepDream timing: reference vs fastdream vs the floor, in one run (DESIGN.md §6).
+"""End-to-end DeepDream timing: reference vs fastdream vs the floor, in one run (docs/architecture.md, "Measuring").
 
 - ``reference``: the seed algorithm in plain eager float32 PyTorch (``torch.roll``,
   ``g.abs().mean()``, the same truncated model, NCHW, BatchNorm as trained), the way peers write it.
@@ -29,7 +29,7 @@ import fastdream
 from fastdream._reference import dream_reference
 from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import freeze
-from fastdream.objectives import build_objective
+from fastdream.objectives import ObjectivePlan, compose
 from fastdream.octaves import octave_sizes, shift_table
 
 from .results_io import write_results
@@ -78,7 +78,7 @@ def run_case(model: str, layer: str, size: int, batch: int, device: torch.device
     tap = LayerTap(plain, [spec.aliases.get(layer, layer)])
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    objective = build_objective("l2", {spec.aliases.get(layer, layer): 1.0})
+    objective = compose(ObjectivePlan({spec.aliases.get(layer, layer): 1.0}))
     sizes = octave_sizes(size, size, octaves, dreamer.octave_scale, dreamer.min_size)
 
     def reference():
@@ -86,14 +86,14 @@ def run_case(model: str, layer: str, size: int, batch: int, device: torch.device
         tables = [shift_table(iterations, batch, dreamer.jitter, gen) for _ in sizes]
         return dream_reference(image, lambda v: tap((v - mean) / std), objective, sizes, tables, dreamer.step_size)
 
-    prepared = dreamer._prepare(device)
+    prepared = dreamer._engine.prepare(device)
     inputs = [torch.rand(batch, 3, h, w, device=device) for h, w in sizes]
 
     def floor():
         for x in inputs:
             for _ in range(iterations):
                 x_in = x.detach().requires_grad_(True)
-                torch.autograd.grad(dreamer.objective(prepared.features(x_in)), x_in)
+                torch.autograd.grad(dreamer._engine.objective(prepared.features(x_in)), x_in)
 
     result = {
         "model": model, "layer": layer, "size": size, "batch": batch,

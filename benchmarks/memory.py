@@ -34,7 +34,8 @@ if device == "cuda":
 seconds = time.perf_counter() - start
 peak = (torch.cuda.max_memory_allocated() if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-tilings = dreamer._tilings(1, [(size, size)], torch.device(device), torch.Generator())
+engine = dreamer._engine
+tilings = engine.tilings(engine.prepare(torch.device(device)), 1, [(size, size)], torch.Generator())
 print(json.dumps({"peak_bytes": peak, "baseline_rss_bytes": base_rss, "seconds": seconds,
                   "tile": tilings[0].tile if tilings[0] else None}))
 """

@@ -49,33 +49,15 @@ bool fill_channels(const std::vector<float>& values, int64_t channels, float* ou
 }
 
 JitterParams jitter_params(uintptr_t src, uintptr_t out, uintptr_t shifts, int64_t batch, int64_t channels,
-                           int64_t height, int64_t width, int32_t src_dtype, int32_t dst_dtype,
-                           const std::vector<float>& mean, const std::vector<float>& std, int32_t num_threads) {
+                           int64_t height, int64_t width, int32_t dtype, int32_t num_threads) {
   check_shape(batch, channels, height, width);
-  check_dtype(src_dtype, "src");
-  check_dtype(dst_dtype, "out");
+  check_dtype(dtype, "src");
   JitterParams p;
   p.src = address<const void>(src, "src");
   p.dst = address<void>(out, "out");
   p.shifts = address<const int32_t>(shifts, "shifts");
   p.batch = batch, p.channels = channels, p.height = height, p.width = width;
-  p.src_dtype = src_dtype, p.dst_dtype = dst_dtype, p.num_threads = num_threads;
-  if (mean.empty() != std.empty()) throw std::invalid_argument("fastdream._C: give both mean and std, or neither");
-  if (!mean.empty()) {
-    if (src_dtype != kFloat32) throw std::invalid_argument("fastdream._C: normalising jitter needs a float32 src");
-    if (channels > kMaxChannels)
-      throw std::invalid_argument("fastdream._C: normalising jitter supports at most " +
-                                  std::to_string(kMaxChannels) + " channels");
-    const bool mean_pc = fill_channels(mean, channels, p.mean, "mean");
-    const bool std_pc = fill_channels(std, channels, p.std, "std");
-    for (int64_t c = 1; c < channels; ++c) {  // broadcast single values
-      if (!mean_pc) p.mean[c] = p.mean[0];
-      if (!std_pc) p.std[c] = p.std[0];
-    }
-    p.normalize = 1;
-  } else if (src_dtype != dst_dtype) {
-    throw std::invalid_argument("fastdream._C: a plain jitter copy needs src and out of one dtype");
-  }
+  p.dtype = dtype, p.num_threads = num_threads;
   return p;
 }
 
@@ -117,16 +99,13 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "jitter_cpu",
       [](uintptr_t src, uintptr_t out, uintptr_t shifts, int64_t batch, int64_t channels, int64_t height,
-         int64_t width, int32_t src_dtype, int32_t dst_dtype, const std::vector<float>& mean,
-         const std::vector<float>& std, int32_t num_threads) {
-        const JitterParams p = jitter_params(src, out, shifts, batch, channels, height, width, src_dtype,
-                                             dst_dtype, mean, std, num_threads);
+         int64_t width, int32_t dtype, int32_t num_threads) {
+        const JitterParams p = jitter_params(src, out, shifts, batch, channels, height, width, dtype, num_threads);
         py::gil_scoped_release release;
         jitter_cpu(p);
       },
       py::arg("src"), py::arg("out"), py::arg("shifts"), py::arg("batch"), py::arg("channels"),
-      py::arg("height"), py::arg("width"), py::arg("src_dtype"), py::arg("dst_dtype"),
-      py::arg("mean") = std::vector<float>(), py::arg("std") = std::vector<float>(), py::arg("num_threads") = 0);
+      py::arg("height"), py::arg("width"), py::arg("dtype"), py::arg("num_threads") = 0);
 
   m.def(
       "normalized_step_cpu",
@@ -150,10 +129,8 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "jitter_cuda",
       [](uintptr_t src, uintptr_t out, uintptr_t shifts, int64_t batch, int64_t channels, int64_t height,
-         int64_t width, int32_t src_dtype, int32_t dst_dtype, const std::vector<float>& mean,
-         const std::vector<float>& std, uintptr_t stream, int device) {
-        const JitterParams p = jitter_params(src, out, shifts, batch, channels, height, width, src_dtype,
-                                             dst_dtype, mean, std, 0);
+         int64_t width, int32_t dtype, uintptr_t stream, int device) {
+        const JitterParams p = jitter_params(src, out, shifts, batch, channels, height, width, dtype, 0);
         const char* error;
         {
           py::gil_scoped_release release;
@@ -162,8 +139,7 @@ PYBIND11_MODULE(_C, m) {
         if (error) throw std::runtime_error(std::string("fastdream._C.jitter_cuda: CUDA error: ") + error);
       },
       py::arg("src"), py::arg("out"), py::arg("shifts"), py::arg("batch"), py::arg("channels"),
-      py::arg("height"), py::arg("width"), py::arg("src_dtype"), py::arg("dst_dtype"), py::arg("mean"),
-      py::arg("std"), py::arg("stream"), py::arg("device"));
+      py::arg("height"), py::arg("width"), py::arg("dtype"), py::arg("stream"), py::arg("device"));
   m.def(
       "normalized_step_cuda",
       [](uintptr_t img, uintptr_t grad, uintptr_t shifts, uintptr_t workspace, int64_t batch, int64_t channels,

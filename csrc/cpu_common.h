@@ -1,7 +1,6 @@
 // Helpers shared by the CPU kernels: index wrapping, the OpenMP thread count, and tiny exact
-// converters between float and the two 16-bit float formats (CUDA code uses cuda_bf16.h /
-// cuda_fp16.h instead). Conversions to float are exact; conversions from float round to nearest
-// even, like torch's .to(dtype), with NaN kept NaN.
+// converters from the two 16-bit float formats to float (CUDA code uses cuda_bf16.h / cuda_fp16.h
+// instead).
 #pragma once
 
 #include <cstdint>
@@ -57,28 +56,6 @@ inline float fp16_to_float(uint16_t h) {
   const float normal = bits_float((two_w >> 4) + (224u << 23)) * 0x1.0p-112f;
   const float subnormal = bits_float((two_w >> 17) | (126u << 23)) - 0.5f;
   return bits_float(sign | float_bits(two_w < (1u << 27) ? subnormal : normal));
-}
-
-inline uint16_t float_to_bf16(float f) {
-  const uint32_t u = float_bits(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x0040u);  // quiet nan
-  const uint32_t rounding = 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>((u + rounding) >> 16);
-}
-
-inline uint16_t float_to_fp16(float f) {
-  const uint32_t u = float_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // nan
-  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
-  if (a >= 0x38800000u) {  // normal half (|f| >= 2^-14)
-    const uint32_t rounded = a + 0xfffu + ((a >> 13) & 1u);
-    return static_cast<uint16_t>(sign | ((rounded - 0x38000000u) >> 13));
-  }
-  // subnormal half or zero: add 0.5 so the hardware rounds the mantissa to nearest even at 2^-24
-  const float r = bits_float(a) + 0.5f;
-  return static_cast<uint16_t>(sign | (float_bits(r) - 0x3f000000u));
 }
 
 }  // namespace cpu

@@ -8,7 +8,7 @@
 
 namespace fastdream {
 
-// Per-channel arrays (bounds, normalisation constants) travel by value inside the params struct so a
+// Per-channel arrays (the clip bounds) travel by value inside the params struct so a
 // launch needs no host-to-device copy (and stays legal inside CUDA graph capture). Per-channel values
 // are therefore limited to this many channels; a single value broadcast over all channels has no limit.
 constexpr int kMaxChannels = 64;
@@ -22,22 +22,16 @@ enum DType : int32_t {
 
 inline int dtype_bytes(int32_t dtype) { return dtype == kFloat32 ? 4 : 2; }
 
-// out[b, c, y, x] = f(src[b, c, (y - dy_b) mod H, (x - dx_b) mod W])
-//   f = identity (a bit-exact copy, any of the three dtypes, src_dtype == dst_dtype), or, when
-//   normalize != 0, f(v) = cast_dst((v - mean[c]) / std[c]) with src float32 and dst any dtype.
-// src and dst are contiguous NCHW and do not overlap; shifts is int32 [B, 2] = (dy, dx), contiguous,
-// on the same device as src.
+// out[b, c, y, x] = src[b, c, (y - dy_b) mod H, (x - dx_b) mod W], a bit-exact copy of any of the
+// three dtypes (src and dst of one dtype). src and dst are contiguous NCHW and do not overlap;
+// shifts is int32 [B, 2] = (dy, dx), contiguous, on the same device as src.
 struct JitterParams {
   const void* src = nullptr;
   void* dst = nullptr;
   const int32_t* shifts = nullptr;
   int64_t batch = 0, channels = 0, height = 0, width = 0;
-  int32_t src_dtype = kFloat32;
-  int32_t dst_dtype = kFloat32;
-  int32_t normalize = 0;
+  int32_t dtype = kFloat32;
   int32_t num_threads = 0;  // CPU only: OpenMP threads (0 = OpenMP default)
-  float mean[kMaxChannels] = {};
-  float std[kMaxChannels] = {};
 };
 
 // img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DEFAULT_STEP_SIZE": ".dreamer",
+    "DEFAULT_STEP_SIZE": ".options",
     "Dreamer": ".dreamer",
+    "OptionError": ".options",
+    "Options": ".options",
     "dream": ".dreamer",
     "WeightsUnavailableError": ".errors",
     "dream_files": ".cluster",
@@ -51,7 +53,8 @@ def __dir__():
 if TYPE_CHECKING:  # static tools see the real names
     from .backends import backend_info
     from .cluster import dream_files, dream_folder
-    from .dreamer import DEFAULT_STEP_SIZE, Dreamer, dream
+    from .dreamer import Dreamer, dream
     from .errors import WeightsUnavailableError
     from .image_io import IMAGE_SUFFIXES, load_image, sample_image, sample_image_path, save_image
     from .models import DEFAULT_MODEL, default_layer, list_layers, list_models
+    from .options import DEFAULT_STEP_SIZE, OptionError, Options

@@ -1,8 +1,8 @@
 """Reference twins in plain PyTorch: the ground truth every backend is tested against.
 
 Each function here has the semantics of one fast op (``fastdream.ops``) or of the whole seed
-algorithm (DESIGN.md §1), written the obvious eager way, the way peers write it. Nothing here is
-tuned for speed; it is tuned for being obviously right.
+algorithm (``docs/architecture.md``, "Semantics"), written the obvious eager way, the way peers
+write it. Nothing here is tuned for speed; it is tuned for being obviously right.
 """
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def normalized_step_ref(
 
 
 def resize_ref(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize, ``align_corners=False``, no antialias (the octave resize of DESIGN.md §1)."""
+    """Bilinear resize, ``align_corners=False``, no antialias (the octave resize of the semantics)."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x.clone()
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=False)
@@ -96,7 +96,7 @@ def dream_reference(
     hi: Bound = 1.0,
     eps: float = 1e-8,
 ) -> torch.Tensor:
-    """The seed algorithm (DESIGN.md §1) in eager float32 PyTorch.
+    """The seed algorithm (``docs/architecture.md``, "Semantics") in eager float32 PyTorch.
 
     Args:
         image: float32 Tensor[B, 3, H, W] in [0, 1]; not modified.

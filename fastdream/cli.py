@@ -25,42 +25,11 @@ import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
+from . import options
+
 PROG = "fastdream"
 _FORMATS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 _FORMAT_FAMILY = {"jpg": "jpeg", "tif": "tiff"}
-
-# API argument name -> flag, to name the flag in the API's error messages.
-_FLAGS = {
-    "model": "--model",
-    "layers": "--layers",
-    "weights": "--weights",
-    "octaves": "--octaves",
-    "octave_scale": "--octave-scale",
-    "iterations": "--iterations",
-    "step_size": "--step-size",
-    "jitter": "--jitter",
-    "objective": "--objective",
-    "channels": "--channels",
-    "min_size": "--min-size",
-    "device": "--device",
-    "precision": "--precision",
-    "seed": "--seed",
-    "max_memory": "--max-memory",
-    "tile_size": "--tile-size",
-    "tile_margin": "--tile-margin",
-    "channel_mode": "--channel-mode",
-    "channel_count": "--channel-count",
-    "classes": "--classes",
-    "smoothing": "--smoothing",
-    "lap_normalize": "--lap-normalize",
-    "keep_colors": "--keep-colors",
-    "init": "--init",
-    "guide": "--guide",
-    "batch_size": "--batch-size",
-    "size": "--noise",
-}
-# The entries of _FLAGS that are not passed to Dreamer(...) as they are.
-_NOT_OPTIONS = ("seed", "weights", "guide", "batch_size", "size")
 
 
 class UsageError(Exception):
@@ -88,82 +57,21 @@ class _Job:
 # --- argument types ----------------------------------------------------------------------------
 
 
-def _weighted_names(text: str, what: str, convert=str):
-    """``a,b`` -> ``[a, b]``; ``a:1,b:0.5`` -> ``{a: 1.0, b: 0.5}`` (a missing weight is 1);
-    each name passed through ``convert``."""
-    names: Dict[object, float] = {}
-    weighted = False
-    for part in text.split(","):
-        part = part.strip()
-        name, sep, weight = part.rpartition(":") if ":" in part else (part, "", "")
-        name = name.strip()
-        if not name:
-            raise argparse.ArgumentTypeError(f"empty {what} name in {text!r}")
-        key = convert(name)
-        if sep:
-            weighted = True
-            try:
-                names[key] = float(weight)
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"bad weight {weight!r} for {what} {name!r} (expected NAME or NAME:WEIGHT)"
-                ) from None
-        else:
-            names[key] = 1.0
-    return names if weighted else list(names)
+def _text_type(parse):
+    """An argparse ``type`` from an options parser: its ValueError becomes argparse's one-line error."""
+
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
 
 
-def _layers_type(text: str):
-    """``a,b`` -> ``["a", "b"]``; ``a:1,b:0.5`` -> ``{"a": 1.0, "b": 0.5}`` (a missing weight is 1)."""
-    return _weighted_names(text, "layer")
-
-
-def _classes_type(text: str):
-    """``tabby,285`` -> ``["tabby", 285]``; ``tabby:2,285`` -> ``{"tabby": 2.0, 285: 1.0}``."""
-    return _weighted_names(text, "class", lambda name: int(name) if name.isdigit() else name)
-
-
-def _channels_type(text: str) -> List[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated channel indices such as 3,17,42, got {text!r}"
-        ) from None
-
-
-def _weights_type(text: str):
-    if text == "none":
-        return None
-    return text  # "default" or a path; the model registry checks it
-
-
-def _positive_int(text: str, what: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _max_side_type(text: str) -> int:
-    return _positive_int(text, "a whole number of pixels")
-
-
-def _count_type(text: str) -> int:
-    return _positive_int(text, "a whole number")
-
-
-def _positive_float_type(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+_count_type = _text_type(options.parse_count)
+_positive_float_type = _text_type(options.parse_positive)
 
 
 def _finite_float_type(text: str) -> float:
@@ -181,38 +89,6 @@ def _translate_type(text: str) -> tuple:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected DX,DY in pixels such as 2,-1.5, got {text!r}")
     return tuple(_finite_float_type(part.strip()) for part in parts)
-
-
-_BYTE_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
-
-
-def _memory_type(text: str):
-    """``auto``, a byte count, or a size with a binary unit: ``512M``, ``2G``, ``1.5GiB``."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected bytes such as 2G, 512M, 1000000 or auto, got {text!r}")
-    value = int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
-    return value
-
-
-def _non_negative_int_type(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _smoothing_type(text: str):
-    """``SIGMA`` -> a float (the API's cascade 0.5σ, σ, 2σ); ``S1,S2,...`` -> a list of sigmas."""
-    sigmas = [_positive_float_type(part.strip()) for part in text.split(",")]
-    return sigmas[0] if len(sigmas) == 1 else sigmas
 
 
 def _size_type(text: str) -> tuple:
@@ -294,112 +170,41 @@ examples:
   fastdream video clip.mp4 -o dream.mp4 --blend 0.5 --max-frames 50
 """
 
-def _add_dream_options(parser: argparse.ArgumentParser) -> None:
-    """The flags shared by ``dream``, ``zoom`` and ``video``: outputs, model, algorithm, hardware."""
+def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags shared by ``dream``, ``zoom`` and ``video``: outputs, then one flag per option of
+    ``fastdream.options.Options`` that the command line offers, grouped as the options declare."""
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no list of files written")
     parser.add_argument(
         "--max-side",
-        type=_max_side_type,
+        type=_count_type,
         metavar="N",
         help="first downscale inputs (and --guide) whose long side exceeds N pixels (handy on the CPU)",
     )
+    parser.set_defaults(options_given=())
+    groups: Dict[str, object] = {}
+    for field in options.fields():
+        meta = field.metadata
+        if meta["group"] is None or meta["command"] not in (None, command):
+            continue
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        extra = {"nargs": 0} if meta["switch"] else {
+            "type": meta["parse"] if meta["parse"] in (None, int, float) else _text_type(meta["parse"]),
+            "choices": meta["choices"], "metavar": meta["metavar"]}
+        group.add_argument(options.flag(field.name), dest=field.name, action=_OptionAction,
+                           help=f"{meta['help']} (default: {meta['shown']})".replace("%", "%%"), **extra)
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--model", help="model name, see 'fastdream models' (default: efficientnet_lite0)")
-    model.add_argument(
-        "--layers",
-        type=_layers_type,
-        metavar="NAME[:W],...",
-        help="layer(s) to dream at, comma-separated, each optionally weighted as NAME:WEIGHT; "
-        "see 'fastdream layers MODEL' (default: the model's default layer)",
-    )
-    model.add_argument(
-        "--weights",
-        type=_weights_type,
-        default="default",
-        metavar="default|none|PATH",
-        help="pretrained weights ('default'), random init ('none'), or a .pth state dict file",
-    )
-    model.add_argument(
-        "--channels",
-        type=_channels_type,
-        metavar="I,J,...",
-        help="maximise only these channel indices of the layer(s) (default: all)",
-    )
-    model.add_argument(
-        "--objective", choices=("l2", "mean"), help="what to maximise: l2 = 0.5*sum(a^2) or mean (default: l2)"
-    )
 
-    algo = parser.add_argument_group("algorithm")
-    algo.add_argument("--octaves", type=int, metavar="N", help="number of octave sizes (default: 4)")
-    algo.add_argument("--octave-scale", type=float, metavar="S", help="size ratio between octaves, > 1 (default: 1.4)")
-    algo.add_argument("--iterations", type=int, metavar="N", help="gradient steps per octave (default: 10)")
-    algo.add_argument(
-        "--step-size", type=float, metavar="S", help="mean change per pixel per step, image in [0, 1] (default: 0.01)"
-    )
-    algo.add_argument("--jitter", type=int, metavar="PX", help="maximum random shift in pixels (default: 32)")
-    algo.add_argument(
-        "--min-size", type=int, metavar="PX", help="smallest short side of an octave (default: the model's)"
-    )
-    algo.add_argument("--seed", type=int, help="seed of the random shifts, for repeatable results")
+class _OptionAction(argparse.Action):
+    """Stores an option's value (``True`` for a switch) and notes that it was given: only the options
+    given on the command line are passed to ``Dreamer(...)``, the others keep the API's defaults."""
 
-    creative = parser.add_argument_group("what to dream")
-    creative.add_argument(
-        "--guide", metavar="IMAGE",
-        help="grow the features of this image instead of --objective's (default: none)",
-    )
-    creative.add_argument(
-        "--channel-mode", choices=("strongest", "weakest", "average"),
-        help="dream only the --channel-count channels of each layer that are strongest / weakest / "
-        "closest to the mean in each image (default: all channels)",
-    )
-    creative.add_argument(
-        "--channel-count", type=_count_type, metavar="N",
-        help="channels picked by --channel-mode (default: 8)",
-    )
-    creative.add_argument(
-        "--classes", type=_classes_type, metavar="CLASS[:W],...",
-        help="ImageNet classes to grow, names (tabby) or indices (285), each optionally weighted as "
-        "CLASS:WEIGHT; alone, or added to --layers (default: none)",
-    )
-    creative.add_argument(
-        "--smoothing", type=_smoothing_type, metavar="SIGMA[,SIGMA...]",
-        help="Gaussian smoothing of each gradient, sigma in pixels (one SIGMA: the cascade "
-        "0.5, 1, 2 x SIGMA) (default: none)",
-    )
-    creative.add_argument(
-        "--lap-normalize", type=_count_type, metavar="LEVELS",
-        help="Laplacian-pyramid normalisation of each gradient with LEVELS levels (default: none)",
-    )
-    creative.add_argument(
-        "--keep-colors", action="store_true", default=None,
-        help="keep the input's colours, dream only the luminance (default: off)",
-    )
+    def __init__(self, option_strings, dest, nargs=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=nargs, default=None, **kwargs)
 
-    memory = parser.add_argument_group("memory")
-    memory.add_argument(
-        "--max-memory", type=_memory_type, metavar="BYTES|auto",
-        help="memory budget of one dream on its device, such as 2G, 512M, a byte count, or auto (what is "
-        "free now); larger images are dreamed tile by tile (default: no budget)",
-    )
-    memory.add_argument(
-        "--tile-size", type=_max_side_type, metavar="PX",
-        help="force square tiles of PX pixels a side, >= 32, rounded down to a multiple of 32 "
-        "(default: from --max-memory)",
-    )
-    memory.add_argument(
-        "--tile-margin", type=_non_negative_int_type, metavar="PX",
-        help="context around each tile, rounded up to 32 (default: 64)",
-    )
-
-    hardware = parser.add_argument_group("hardware")
-    hardware.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
-    hardware.add_argument(
-        "--precision",
-        choices=("auto", "fp32", "bf16", "fp16"),
-        help="model arithmetic; auto = bf16/fp16 where the hardware is fast at it (default: auto)",
-    )
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+        namespace.options_given = (*namespace.options_given, self.dest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -429,10 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="dream from noise of this size (see --init) instead of INPUT; needs -o FILE",
     )
     dream.add_argument(
-        "--init", choices=("noise", "grey"),
-        help="what --noise starts from: noise (0.5 + 0.1 N(0, 1), from --seed) or flat grey (default: noise)",
-    )
-    dream.add_argument(
         "--format", choices=_FORMATS, help="output format for folder outputs (default: png)"
     )
     dream.add_argument(
@@ -449,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="dream on a Ray cluster (needs the [ray] extra): ADDRESS such as auto or ray://HOST:10001, "
         "none for a local Ray; INPUT and -o may then be URIs such as s3://bucket/in/",
     )
-    _add_dream_options(dream)
+    _add_dream_options(dream, "dream")
     dream.set_defaults(handler=_cmd_dream)
 
     serve = commands.add_parser(
@@ -471,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ray", metavar="ADDRESS", help="run on this Ray cluster (default: a local Ray)"
     )
-    _add_dream_options(serve)
+    _add_dream_options(serve, "serve")
     serve.set_defaults(handler=_cmd_serve)
 
     zoom = commands.add_parser(
@@ -499,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--translate=-2,1 (default: 0,0)",
     )
     zoom.add_argument("--fps", type=_positive_float_type, default=25.0, metavar="F", help="frame rate (default: 25)")
-    _add_dream_options(zoom)
+    _add_dream_options(zoom, "zoom")
     zoom.set_defaults(handler=_cmd_zoom)
 
     video = commands.add_parser(
@@ -521,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fps", type=_positive_float_type, metavar="F",
         help="output frame rate (default: the input's, 25 for numbered images)",
     )
-    _add_dream_options(video)
+    _add_dream_options(video, "video")
     video.set_defaults(handler=_cmd_video)
 
     models = commands.add_parser("models", help="list the built-in models", description="List the built-in models.")
@@ -553,7 +354,8 @@ def _cmd_layers(args) -> int:
         names = fastdream.list_layers(args.model)
         default = fastdream.default_layer(args.model)
     except (ValueError, TypeError) as exc:  # MODEL is an argument here, not --model
-        raise UsageError(_flag_message(exc).replace("--model: ", "", 1)) from None
+        text = _one_line(exc)
+        raise UsageError(text.split(": ", 1)[1] if text.startswith(("model: ", "--model: ")) else text) from None
     for name in names:
         print(f"{name}  (default)" if name == default else name)
     return 0
@@ -604,10 +406,10 @@ def _dream_noise(args) -> int:
     try:
         result = dreamer(None, size=(height, width), seed=args.seed, progress=not args.quiet)
         _TilingNote(dreamer, args)()
-    except ValueError as exc:
-        if "size" not in str(exc).split(" ", 1)[0]:
+    except options.OptionError as exc:
+        if exc.option != "size":
             raise
-        raise UsageError(f"--noise {width}x{height}: {_one_line(exc)}") from None
+        raise UsageError(f"--noise {width}x{height}: {exc.render(lambda name: 'the size')}") from None
     save_image(result, output, overwrite=args.overwrite)
     if not args.quiet:
         print(output)
@@ -615,39 +417,29 @@ def _dream_noise(args) -> int:
 
 
 def _dreamer_options(args) -> dict:
-    """The ``Dreamer(...)`` keyword arguments the flags give (``--guide`` loaded)."""
-    options = {
-        name: getattr(args, name, None)
-        for name in _FLAGS
-        if name not in _NOT_OPTIONS and getattr(args, name, None) is not None
-    }
+    """The ``Dreamer(...)`` keyword arguments the flags give: the options given on the command line
+    (the others keep the API's defaults), ``--guide`` loaded."""
+    given = {name: getattr(args, name) for name in args.options_given}
+    for field in options.fields():
+        if field.metadata["per_call"]:
+            given.pop(field.name, None)  # passed to each call instead (seed)
     if args.channel_count is not None and args.channel_mode is None:
-        raise UsageError("--channel-count needs --channel-mode")
+        raise UsageError(f"{options.flag('channel_count')} needs {options.flag('channel_mode')}")
     if args.guide is not None:
         try:
-            options["guide"] = _load_limited(pathlib.Path(args.guide), args.max_side)
+            given["guide"] = _load_limited(pathlib.Path(args.guide), args.max_side)
         except (ValueError, OSError) as exc:
-            raise OSError(f"--guide: {_one_line(exc)}") from None
-    return dict(options, weights=args.weights)
+            raise OSError(f"{options.flag('guide')}: {_one_line(exc)}") from None
+    return given
 
 
-def _build_dreamer(args, options: Optional[dict] = None):
+def _build_dreamer(args, given: Optional[dict] = None):
     import fastdream
 
     try:
-        return fastdream.Dreamer(**(_dreamer_options(args) if options is None else options))
+        return fastdream.Dreamer(**(_dreamer_options(args) if given is None else given))
     except (ValueError, TypeError) as exc:
-        raise UsageError(_flag_message(exc)) from None
-
-
-def _flag_message(exc: BaseException) -> str:
-    """The API's message with its leading argument name replaced by the flag (octave_scale -> --octave-scale)."""
-    text = " ".join(str(getattr(exc, "command_line", None) or exc).split())
-    match = re.match(r"([a-z_]+)\b", text)
-    if match and match.group(1) in _FLAGS:
-        text = _FLAGS[match.group(1)] + text[match.end():]
-    # Names with an underscore cannot be ordinary words: "guide and channel_mode exclude each other".
-    return re.sub(r"\b[a-z]+(?:_[a-z]+)+\b", lambda m: _FLAGS.get(m.group(0), m.group(0)), text)
+        raise UsageError(_one_line(exc)) from None
 
 
 # --- planning: inputs -> outputs, all checked before anything is dreamed ------------------------
@@ -958,7 +750,7 @@ class _TilingNote:
         if getattr(self.args, "tile_size", None) is not None:
             why = f"--tile-size {self.args.tile_size}"
         else:
-            why = f"--max-memory {_bytes_text(getattr(self.args, 'max_memory', None))}"
+            why = f"--max-memory {options.format_memory(getattr(self.args, 'max_memory', None))}"
         from tqdm import tqdm
 
         tqdm.write(
@@ -967,25 +759,14 @@ class _TilingNote:
         )
 
 
-def _bytes_text(value) -> str:
-    """2147483648 -> '2G', 1610612736 -> '1.5G'; 'auto' and None as they are."""
-    if not isinstance(value, int):
-        return str(value)
-    for unit in "TGMK":
-        size = _BYTE_UNITS[unit.lower()]
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return str(value)
-
-
 def _cmd_zoom(args) -> int:
+    from ._convert import to_float01
     from .video import VideoWriter
 
     source = pathlib.Path(args.input)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
-    import torch
 
     from .image_io import load_image
     from .transforms import zoom_transform
@@ -999,7 +780,7 @@ def _cmd_zoom(args) -> int:
         with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
             dreamer = _build_dreamer(args)
             tiling = _TilingNote(dreamer, args)
-            frame = image.to(torch.float32).div_(255.0)
+            frame = to_float01(image)
             with _frame_bar(args, args.frames) as bar:
                 for index in range(args.frames):  # the dream's own bar (steps) below the frames bar
                     frame = dreamer(frame, seed=_frame_seed(args.seed, index), progress=not args.quiet)
@@ -1016,12 +797,12 @@ def _cmd_zoom(args) -> int:
 
 
 def _cmd_video(args) -> int:
+    from ._convert import to_float01
     from .video import VideoWriter, read_video
 
     source = pathlib.Path(args.input)
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
     frames, fps, count = read_video(args.input)
-    import torch
 
     total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
 
@@ -1031,7 +812,7 @@ def _cmd_video(args) -> int:
                 return
             if args.max_side is not None:
                 frame = _limit_side(frame, args.max_side)
-            yield frame.to(torch.float32).div_(255.0)
+            yield to_float01(frame)
 
     writer = None
     try:
@@ -1054,7 +835,12 @@ def _cmd_video(args) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The error's message on one line; an option named in flag syntax (``--octave-scale``)."""
+    if isinstance(exc, options.OptionError):
+        text = exc.render(options.flag)
+    else:  # errors of the models carry their command-line wording (`fastdream layers MODEL`)
+        text = getattr(exc, "command_line", None) or str(exc)
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _is_weights_error(exc: BaseException) -> bool:

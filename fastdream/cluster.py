@@ -33,7 +33,7 @@ import pathlib
 import sys
 import tempfile
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 RAY_INSTALL_HINT = (
     "needs Ray, which is the optional fastdream[ray] extra: from the fastdream checkout run "

@@ -1,6 +1,6 @@
-"""One DeepDream iteration captured in a CUDA graph and replayed (DESIGN.md §4).
+"""One DeepDream iteration captured in a CUDA graph and replayed (``docs/architecture.md``, "CUDA graphs").
 
-    >>> stepper = GraphStepper(features, objective, config, "cuda", cache=prepared.graphs)
+    >>> stepper = GraphStepper(features, objective, config, cache=prepared.graphs)
     >>> stepper.run(x, shifts)             # the same contract as step.Stepper.run
 
 What is captured: exactly ``step.Stepper.iteration`` untiled, i.e. ``ops.jitter(x, slot)`` → the
@@ -144,8 +144,8 @@ class GraphStepper(Stepper):
     """``step.Stepper`` whose untiled CUDA iterations are replays of a captured CUDA graph.
 
     Args (besides ``Stepper``'s):
-        cache: where graphs live across calls (``Dreamer`` keeps one per device and precision).
-        notice: says once that a capture failed (``Dreamer`` keeps one).
+        cache: where graphs live across calls (the engine keeps one per device and precision).
+        notice: says once that a capture failed (the engine keeps one per Dreamer).
         signature: hashable options that shape the captured work but are not in ``config`` or the
             objective's identity (the gradient transforms' settings).
         model: the model whose parameters the graph reads (their addresses go into the key).
@@ -155,10 +155,10 @@ class GraphStepper(Stepper):
     runs in the warm-up iterations, before the capture, as it must.
     """
 
-    def __init__(self, features, objective, config, backend: str, grad_transforms=(), *,
+    def __init__(self, features, objective, config, grad_transforms=(), *,
                  cache: GraphCache, notice: Optional[FallbackNotice] = None, signature: Hashable = (),
                  model: Optional[nn.Module] = None, dtype: Optional[torch.dtype] = None):
-        super().__init__(features, objective, config, backend, grad_transforms)
+        super().__init__(features, objective, config, grad_transforms)
         self.cache = cache
         self.notice = notice if notice is not None else FallbackNotice()
         self._base_key = (id(objective), dataclasses.astuple(config), signature, dtype, weights_signature(model))

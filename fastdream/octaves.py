@@ -1,4 +1,4 @@
-"""The octave pyramid and the jitter shift tables (DESIGN.md §1).
+"""The octave pyramid and the jitter shift tables (``docs/architecture.md``, "Semantics").
 
 Everything here is decided on the host before an octave starts, so the iteration loop itself
 never has to ask the device anything.

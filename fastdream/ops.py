@@ -1,9 +1,11 @@
-"""The fused kernels of fastdream (DESIGN.md §3), with every argument checked before any pointer moves.
+"""The fused kernels of fastdream, with every argument checked before any pointer moves.
 
     >>> out = ops.jitter(x, shifts)                          # per-image roll by shifts[b] = (dy, dx)
     >>> ops.normalized_step_(x, grad, shifts, 1.5 / 255, 0.0, 1.0)   # fused unroll + step + clip
 
-Dispatch per call, by the device of the tensors (``fastdream.backends.select_backend``):
+This is where the backend is decided (``docs/architecture.md``, "Backends"): callers (the octave
+loop of ``fastdream.engine``, the benchmarks) call these ops and nothing else. Dispatch per call, by
+the device of the tensors (``fastdream.backends.select_backend``):
   - CPU tensors: the C++/OpenMP kernels of ``fastdream._C`` (threads: ``torch.get_num_threads()``);
   - CUDA tensors: the CUDA kernels of ``fastdream._C``, launched on torch's current stream of that
     device, no host synchronisation, no host-to-device copy (both ops may be captured in a CUDA graph;
@@ -29,7 +31,7 @@ import torch
 from . import _extension, _reference
 from .backends import CPU_EXTENSION, CUDA, select_backend
 
-__all__ = ["jitter", "normalized_step_"]
+__all__ = ["compiled", "jitter", "normalized_step_"]
 
 Bound = Union[float, Sequence[float]]
 
@@ -152,9 +154,15 @@ def _fallback_warning(device: torch.device) -> None:
                   RuntimeWarning, stacklevel=4)
 
 
+def compiled(device: torch.device) -> bool:
+    """Whether the ops run compiled kernels for tensors on ``device`` (else the reference twins).
+    Asks without warning; a CUDA graph of the ops is worth capturing only where this is True."""
+    return select_backend(device) in (CPU_EXTENSION, CUDA)
+
+
 def _compiled(device: torch.device):
     """``fastdream._C`` when it has kernels for ``device``; else None, after the once-per-process warning."""
-    if select_backend(device) in (CPU_EXTENSION, CUDA):
+    if compiled(device):
         return _extension.load()
     _fallback_warning(device)
     return None
@@ -172,32 +180,18 @@ def _launch(C, name: str, device: torch.device, **args) -> None:
 # -------------------------------------------------------------------------------------------- ops
 
 
-def jitter(
-    src: torch.Tensor,
-    shifts: torch.Tensor,
-    out: Optional[torch.Tensor] = None,
-    mean: Optional[Bound] = None,
-    std: Optional[Bound] = None,
-    out_dtype: Optional[torch.dtype] = None,
-) -> torch.Tensor:
+def jitter(src: torch.Tensor, shifts: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Roll each image by its own shift: ``out[b] = torch.roll(src[b], (dy_b, dx_b), (-2, -1))``.
 
-    Bit-exact for any shift (negative, larger than H or W). Optionally fuses the model's input
-    normalisation and a cast into the write: ``out = ((rolled - mean_c) / std_c).to(out_dtype)``,
-    computed in float32 and rounded to nearest even, bit-exact with that torch expression.
+    Bit-exact for any shift (negative, larger than H or W).
 
     Args:
-        src: Tensor[B, C, H, W], float32, bfloat16 or float16 (float32 when normalising or casting).
-            Not modified. A non-contiguous ``src`` (a permuted or sliced view, channels_last) is first
-            copied to a contiguous tensor.
+        src: Tensor[B, C, H, W], float32, bfloat16 or float16. Not modified. A non-contiguous ``src``
+            (a permuted or sliced view, channels_last) is first copied to a contiguous tensor.
         shifts: int32 Tensor[B, 2] of (dy, dx) per image, on the device of ``src``. Read on the
             device: it may be rewritten in place between CUDA graph replays.
-        out: optional preallocated output: Tensor[B, C, H, W] of the output dtype on the same device,
+        out: optional preallocated output: Tensor[B, C, H, W] of ``src``'s dtype on the same device,
             contiguous, not overlapping ``src`` or ``shifts``.
-        mean, std: optional per-channel normalisation, each a float or 1 or C floats (C <= 64; std
-            non-zero). Give both or neither.
-        out_dtype: output dtype (float32, bfloat16, float16); default ``src.dtype``. A dtype other
-            than ``src.dtype`` needs a float32 ``src``.
 
     Returns:
         ``out`` (allocated when not given), Tensor[B, C, H, W], contiguous.
@@ -206,38 +200,16 @@ def jitter(
     src = _check_image(op, "src", src, tuple(_DTYPE_CODES), _FLOAT_DTYPES)
     batch, channels, height, width = src.shape
     device = src.device
-    if out_dtype is None:
-        out_dtype = src.dtype
-    elif not isinstance(out_dtype, torch.dtype):
-        raise TypeError(f"ops.{op}: out_dtype must be a torch.dtype ({_FLOAT_DTYPES}) or None, "
-                        f"got {type(out_dtype).__name__}")
-    elif out_dtype not in _DTYPE_CODES:
-        raise TypeError(f"ops.{op}: out_dtype must be {_FLOAT_DTYPES}, got {_dtype_name(out_dtype)}")
-    if (mean is None) != (std is None):
-        raise ValueError(f"ops.{op}: mean and std must be given together, got only "
-                         f"{'mean' if std is None else 'std'}")
-    normalize = mean is not None or out_dtype != src.dtype
-    if normalize:
-        if src.dtype != torch.float32:
-            raise TypeError(f"ops.{op}: src must be float32 to normalise or cast on the fly "
-                            f"(mean/std/out_dtype), got {_describe(src)}")
-        if channels > MAX_CHANNELS:
-            raise ValueError(f"ops.{op}: normalising (mean/std/out_dtype) supports at most {MAX_CHANNELS} "
-                             f"channels, got C = {channels}")
-        mean_values = _per_channel(op, "mean", 0.0 if mean is None else mean, channels, allow_inf=False)
-        std_values = _per_channel(op, "std", 1.0 if std is None else std, channels, allow_inf=False)
-        if any(s == 0.0 for s in std_values):
-            raise ValueError(f"ops.{op}: std must be non-zero, got {std_values}")
     shifts = _check_shifts(op, shifts, batch, device)
     original_src = src
     src = src.detach().contiguous()
 
     if out is None:
-        out = torch.empty(tuple(src.shape), dtype=out_dtype, device=device)
+        out = torch.empty(tuple(src.shape), dtype=src.dtype, device=device)
     else:
         out = _require_tensor(op, "out", out)
-        expected = (f"a contiguous {_dtype_name(out_dtype)} tensor of shape {_shape(src)} on {device}")
-        if out.dtype != out_dtype:
+        expected = f"a contiguous {_dtype_name(src.dtype)} tensor of shape {_shape(src)} on {device}"
+        if out.dtype != src.dtype:
             raise TypeError(f"ops.{op}: out must be {expected}, got {_describe(out)}")
         if out.shape != src.shape or out.device != device or not out.is_contiguous():
             layout = "" if out.is_contiguous() else "non-contiguous "
@@ -253,19 +225,12 @@ def jitter(
         _launch(
             C, "jitter", device,
             src=src.data_ptr(), out=out.data_ptr(), shifts=shifts.data_ptr(),
-            batch=batch, channels=channels, height=height, width=width,
-            src_dtype=_DTYPE_CODES[src.dtype], dst_dtype=_DTYPE_CODES[out_dtype],
-            mean=mean_values if normalize else [], std=std_values if normalize else [],
+            batch=batch, channels=channels, height=height, width=width, dtype=_DTYPE_CODES[src.dtype],
         )
         return out
 
     with torch.no_grad():
-        rolled = _reference.jitter_ref(src, shifts)
-        if normalize:
-            m = torch.tensor(mean_values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-            s = torch.tensor(std_values, dtype=torch.float32).view(1, -1, 1, 1).to(device)
-            rolled = ((rolled - m) / s).to(out_dtype)
-        out.copy_(rolled)
+        out.copy_(_reference.jitter_ref(src, shifts))
     return out
 
 

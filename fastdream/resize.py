@@ -8,7 +8,7 @@ and a plain copy where the size does not change (``_reference.resize_ref``).
 Dispatch per call, by the device of ``img``:
   - CUDA tensors, and ``import cupy`` works: one CuPy kernel reads both sources and writes ``base`` and
     ``x`` in a single pass, on torch's current stream of that device, tensors shared zero-copy through
-    DLPack, no host synchronisation (outputs may be preallocated, e.g. for a CUDA graph);
+    DLPack, no host synchronisation;
   - otherwise (CPU tensors, or no CuPy): the torch composition of ``_reference.resize_add_ref``, exactly
     (on CUDA without CuPy, one ``RuntimeWarning`` per process says how to install it).
 
@@ -26,7 +26,7 @@ import torch
 
 from ._reference import resize_add_ref, resize_ref
 from .backends import _cupy_importable
-from .ops import _describe, _overlaps
+from .ops import _describe
 
 __all__ = ["resize_add", "cupy_available"]
 
@@ -124,21 +124,7 @@ def _check_size(size) -> Tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _check_out(name: str, t, shape: Tuple[int, ...], device: torch.device) -> Optional[torch.Tensor]:
-    if t is None:
-        return None
-    expected = f"None or a contiguous float32 Tensor{list(shape)} on {device}"
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{_FN}: {name} must be {expected}, got {type(t).__name__}")
-    if t.dtype != torch.float32:
-        raise TypeError(f"{_FN}: {name} must be {expected}, got {_describe(t)}")
-    if tuple(t.shape) != shape or t.device != device or not t.is_contiguous():
-        layout = "" if t.is_contiguous() else "non-contiguous "
-        raise ValueError(f"{_FN}: {name} must be {expected}, got {layout}{_describe(t)}")
-    return t
-
-
-def _check(img, detail, size, out_base, out_x):
+def _check(img, detail, size):
     img = _check_source("img", img)
     detail = _check_source("detail", detail, optional=True)
     size = _check_size(size)
@@ -151,17 +137,7 @@ def _check(img, detail, size, out_base, out_x):
     for name, t in (("img", img), ("detail", detail)):
         if t is not None and t.numel() == 0 and t.shape[0] * t.shape[1] > 0:
             raise ValueError(f"{_FN}: {name} must have H, W >= 1, got {_describe(t)}")
-    shape = (img.shape[0], img.shape[1], *size)
-    out_base = _check_out("out_base", out_base, shape, img.device)
-    out_x = _check_out("out_x", out_x, shape, img.device)
-    outs = [("out_base", out_base), ("out_x", out_x)]
-    for name, out in outs:
-        for src_name, src in (("img", img), ("detail", detail)):
-            if out is not None and src is not None and _overlaps(out, src):
-                raise ValueError(f"{_FN}: {name} must not overlap {src_name}")
-    if out_base is not None and out_x is not None and _overlaps(out_base, out_x):
-        raise ValueError(f"{_FN}: out_base and out_x must not overlap")
-    return img, detail, size, out_base, out_x
+    return img, detail, size
 
 
 # ------------------------------------------------------------------------------------------- CuPy
@@ -247,11 +223,7 @@ def _launch_cupy(img, detail, base, x) -> None:
 
 
 def resize_add(
-    img: torch.Tensor,
-    detail: Optional[torch.Tensor],
-    size: Sequence[int],
-    out_base: Optional[torch.Tensor] = None,
-    out_x: Optional[torch.Tensor] = None,
+    img: torch.Tensor, detail: Optional[torch.Tensor], size: Sequence[int]
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Resize the image and the carried detail to one octave size and add them, in one pass on CUDA.
 
@@ -264,11 +236,9 @@ def resize_add(
         detail: float32 Tensor[B, C, h, w] on the device of ``img`` (any h, w >= 1), or None for a zero
             detail (then ``x`` is a copy of ``base``). Not modified.
         size: (H', W'), positive ints.
-        out_base, out_x: optional contiguous float32 Tensor[B, C, H', W'] on the device of ``img`` to
-            write into (they must not overlap the inputs or each other); allocated when None.
 
     Returns:
-        (base, x): contiguous float32 Tensor[B, C, H', W'] (``out_base``, ``out_x`` when given).
+        (base, x): new contiguous float32 Tensor[B, C, H', W'].
 
     On CUDA with CuPy, a non-contiguous ``img`` or ``detail`` (a slice, permuted or channels_last view)
     is first copied to a contiguous tensor; the result is within float rounding (~1e-6) of
@@ -277,16 +247,15 @@ def resize_add(
     Raises:
         TypeError: an argument of the wrong type or dtype. ValueError: a wrong shape, device or layout.
     """
-    img, detail, size, out_base, out_x = _check(img, detail, size, out_base, out_x)
+    img, detail, size = _check(img, detail, size)
     shape = (img.shape[0], img.shape[1], *size)
     if img.shape[0] * img.shape[1] == 0:
-        return (out_base if out_base is not None else img.new_empty(shape),
-                out_x if out_x is not None else img.new_empty(shape))
+        return img.new_empty(shape), img.new_empty(shape)
     if img.device.type == "cuda" and _cupy_usable(img.device):
         img = img.detach().contiguous()
         detail = detail.detach().contiguous() if detail is not None else None
-        base = out_base if out_base is not None else torch.empty(shape, dtype=torch.float32, device=img.device)
-        x = out_x if out_x is not None else torch.empty(shape, dtype=torch.float32, device=img.device)
+        base = torch.empty(shape, dtype=torch.float32, device=img.device)
+        x = torch.empty(shape, dtype=torch.float32, device=img.device)
         _launch_cupy(img, detail, base, x)
         return base, x
 
@@ -296,9 +265,4 @@ def resize_add(
             x = base.clone()
         else:
             base, x = resize_add_ref(img, detail, size)
-    base, x = base.contiguous(), x.contiguous()
-    if out_base is not None:
-        base = out_base.copy_(base)
-    if out_x is not None:
-        x = out_x.copy_(x)
-    return base, x
+    return base.contiguous(), x.contiguous()

@@ -3,8 +3,9 @@
 The image ``x`` stays float32 NCHW-contiguous on the compute device and is updated in place. The
 model may run under autocast (bf16/fp16) and in channels_last; the gradient comes back to the
 jittered input, and the fused step un-rolls it, normalises it by its per-image mean magnitude,
-steps and clips (DESIGN.md §1, §3). The shift table of the octave is on the device before the loop
-starts, so an iteration needs nothing from the host.
+steps and clips (``docs/architecture.md``, "Semantics" and "Data flow"). The shift table of the octave
+is on the device before the loop starts, so an iteration needs nothing from the host. The kernels are
+``fastdream.ops``', which pick the compiled or the reference backend per device themselves.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
-from . import _reference
+from . import ops
 from .tiles import tiled_gradient
 
 Features = Callable[[torch.Tensor], Dict[str, torch.Tensor]]
@@ -31,31 +32,22 @@ class StepConfig:
 
 
 class Stepper:
-    """Runs the iterations of one octave with a chosen backend.
+    """Runs the iterations of one octave.
 
     Args:
         features: image-space Tensor[B, 3, h, w] → {layer: activation}; normalises for the model,
             sets the layout and the precision itself.
         objective: activations → scalar loss (summed over the batch).
         config: step size and clip bounds.
-        backend: ``"reference"`` (plain torch twins) or ``"cpu-extension"``/``"cuda"`` (fused ops).
         grad_transforms: applied in order to each whole gradient before the step (smoothing,
             Laplacian normalisation); pure tensor functions, no host reads.
     """
 
-    def __init__(self, features: Features, objective, config: StepConfig, backend: str, grad_transforms=()):
+    def __init__(self, features: Features, objective, config: StepConfig, grad_transforms=()):
         self.features = features
         self.grad_transforms = list(grad_transforms)
         self.objective = objective
         self.config = config
-        if backend == "reference":
-            self._jitter = _reference.jitter_ref
-            self._step = _reference.normalized_step_ref
-        else:
-            from . import ops
-
-            self._jitter = ops.jitter
-            self._step = ops.normalized_step_
 
     def gradient(self, x_in: torch.Tensor) -> torch.Tensor:
         """dL/dx_in for a (jittered) image batch, weights frozen."""
@@ -86,14 +78,14 @@ class Stepper:
         """One iteration on ``x`` in place with the shifts ``s`` (int32 Tensor[B, 2], on the device);
         ``i`` picks the grid offset when tiled. Untiled, it is what ``fastdream.graphs`` captures."""
         c = self.config
-        x_in = self._jitter(x, s)
+        x_in = ops.jitter(x, s)
         if tiling is None:
             grad = self.gradient(x_in)
         else:
             grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
         for transform in self.grad_transforms:
             grad = transform(grad)
-        self._step(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
+        ops.normalized_step_(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
 
 
 @dataclass

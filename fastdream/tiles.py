@@ -4,7 +4,7 @@ Past a tile size, the gradient of an iteration is computed window by window: eac
 grid is extended by a margin on every side (context for the receptive field), the window's own
 gradient is computed, and only its core is kept. The grid is shifted by a fresh random offset each
 iteration, so tile borders never sit at the same place twice and leave no seams. The step then
-uses the whole image's mean |g| exactly as untiled (DESIGN.md §1).
+uses the whole image's mean |g| exactly as untiled (``docs/architecture.md``, "Semantics").
 
 Memory: autograd keeps about ``bytes_per_pixel`` bytes of activations per input pixel for the
 truncated model (measured once, on a small probe); a window of ``(tile + 2·margin)²`` pixels is
@@ -17,6 +17,8 @@ import os
 from typing import Callable, List, Optional, Tuple
 
 import torch
+
+from .options import OptionError
 
 Region = Tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
@@ -141,8 +143,8 @@ def tile_for_budget(
     side = int(math.sqrt(max(left, 0) / per_pixel)) - 2 * margin if left > 0 else 0
     if side < max(minimum, ALIGN):
         need = fixed + per_pixel * (minimum + 2 * margin) ** 2
-        raise ValueError(
-            f"max_memory: {budget / 2**20:.0f} MiB is too small for a {batch}×{height}×{width} image "
-            f"(needs about {need / 2**20:.0f} MiB even with {minimum}-pixel tiles)"
-        )
+        raise OptionError(
+            "{0}: {budget:.0f} MiB is too small for a {batch}×{height}×{width} image (needs about {need:.0f} MiB "
+            "even with {minimum}-pixel tiles)", "max_memory", budget=budget / 2**20, batch=batch, height=height,
+            width=width, need=need / 2**20, minimum=minimum)
     return aligned(side)

@@ -1,6 +1,34 @@
-"""Shared fixtures."""
-
+"""Shared test setup: the ``cuda`` marker skips without a CUDA device, the ``device`` parameter
+(CPU, and CUDA where there is one), and a process that pretends the compiled extension is missing."""
 import pytest
+import torch
+
+from fastdream import _extension, ops
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests (or parameters) marked ``cuda`` are skipped on machines without a CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> str:
+    """Each device the kernels run on: ``"cpu"``, and ``"cuda"`` (marked ``cuda``)."""
+    return request.param
+
+
+@pytest.fixture
+def no_extension(monkeypatch):
+    """``fastdream._C`` as if it had failed to import, with the once-per-process warnings unsaid."""
+    monkeypatch.setattr(_extension, "_loaded", True)
+    monkeypatch.setattr(_extension, "_module", None)
+    monkeypatch.setattr(_extension, "_error", "ImportError: pretend the build failed")
+    monkeypatch.setattr(ops, "_warned", set())
 
 
 @pytest.fixture(scope="session")

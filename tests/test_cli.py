@@ -408,11 +408,11 @@ def test_options_reach_the_dreamer(capsys, tmp_path, one, monkeypatch):
         "channels": [4, 5], "min_size": 40, "device": "cpu", "precision": "fp32",
         "call_seed": 9, "progress": False,
     }
-    # Unset flags are not passed: the API's defaults apply.
+    # Unset flags are not passed: the API's defaults apply (weights included).
     seen.clear()
     dream(capsys, one, "-o", tmp_path / "y.png", "--layers", "_blocks.3,_blocks.4")
     assert seen == {"model": fastdream.DEFAULT_MODEL, "layers": ["_blocks.3", "_blocks.4"],
-                    "weights": "default", "call_seed": None, "progress": True}
+                    "call_seed": None, "progress": True}
 
 
 @pytest.mark.slow

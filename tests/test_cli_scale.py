@@ -2,13 +2,12 @@
 1 iteration): --batch-size (Dreamer.dream_many), --resume, --max-memory/--tile-size/--tile-margin,
 --guide, --channel-mode, --classes, --smoothing, --lap-normalize, --keep-colors, --noise/--init."""
 
-import pathlib
 
 import pytest
 import torch
 
 import fastdream
-from fastdream import cli
+from fastdream import cli, options
 from fastdream.image_io import load_image, sample_image_path, save_image
 
 COFFEE = fastdream.sample_image_path("coffee")
@@ -303,12 +302,12 @@ def test_guide_missing_is_a_runtime_error(capsys, tmp_path, mixed):
 
 
 def test_memory_sizes():
-    assert cli._memory_type("2G") == 2 * 2**30
-    assert cli._memory_type("512M") == 512 * 2**20
-    assert cli._memory_type("1.5GiB") == 3 * 2**29
-    assert cli._memory_type("64kb") == 64 * 1024
-    assert cli._memory_type("1000000") == 1000000
-    assert cli._memory_type("AUTO") == "auto"
+    assert options.parse_memory("2G") == 2 * 2**30
+    assert options.parse_memory("512M") == 512 * 2**20
+    assert options.parse_memory("1.5GiB") == 3 * 2**29
+    assert options.parse_memory("64kb") == 64 * 1024
+    assert options.parse_memory("1000000") == 1000000
+    assert options.parse_memory("AUTO") == "auto"
 
 
 def test_help_states_the_new_defaults():

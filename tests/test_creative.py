@@ -40,7 +40,7 @@ def taps():
 
 
 def test_guided_dream_grows_the_guides_features(photo, coffee, taps):
-    from fastdream.guides import guided_objective
+    from fastdream.objectives import guided_objective
 
     out = fastdream.dream(photo, guide=coffee, seed=0, **FAST)
     plain = fastdream.dream(photo, seed=0, **FAST)
@@ -54,13 +54,14 @@ def test_guided_dream_grows_the_guides_features(photo, coffee, taps):
 def test_guide_features_are_computed_once(photo, coffee):
     d = fastdream.Dreamer(guide=coffee, **FAST)
     d(photo, seed=0)
-    first = d._prepared[next(iter(d._prepared))].guide_acts["_blocks.9"]
+    prepared = d._engine.prepared
+    first = prepared[next(iter(prepared))].memo["guide"]["_blocks.9"]
     d(photo, seed=1)
-    assert d._prepared[next(iter(d._prepared))].guide_acts["_blocks.9"] is first
+    assert prepared[next(iter(prepared))].memo["guide"]["_blocks.9"] is first
 
 
 def test_channel_mode_strongest_grows_those_channels(photo, taps):
-    from fastdream.guides import select_channels
+    from fastdream.objectives import select_channels
 
     d = fastdream.Dreamer(channel_mode="strongest", channel_count=4, **FAST)
     out = d(photo, seed=0)
@@ -87,7 +88,7 @@ def test_classes_raise_their_logits():
     assert int(rank[281]) < 50 and int(rank[285]) < 50  # both among the top 5 % of 1000 classes
     assert float(gain[281]) > 2.0 and float(gain[285]) > 2.0
     d = fastdream.Dreamer(classes={"tabby": 1.0}, layers="_blocks.6", **FAST)
-    assert d.classes == {281: 1.0} and d._tapped == ["_blocks.6", "_fc"]
+    assert d.classes == {281: 1.0} and d._engine.tapped == ["_blocks.6", "_fc"]
 
 
 def test_unknown_class_lists_close_matches():

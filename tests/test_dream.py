@@ -8,7 +8,7 @@ import fastdream
 from fastdream._reference import dream_reference
 from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import freeze
-from fastdream.objectives import build_objective
+from fastdream.objectives import ObjectivePlan, compose
 from fastdream.octaves import octave_sizes, shift_table
 
 FAST = dict(octaves=2, iterations=2)
@@ -115,7 +115,7 @@ def _reference_dream(x, seed, octaves, octave_scale, iterations, step_size, jitt
     sizes = octave_sizes(x.shape[-2], x.shape[-1], octaves, octave_scale, min_size)
     gen = torch.Generator().manual_seed(seed)
     tables = [shift_table(iterations, x.shape[0], jitter, gen) for _ in sizes]
-    objective = build_objective("l2", {spec.default_layer: 1.0})
+    objective = compose(ObjectivePlan({spec.default_layer: 1.0}))
     return dream_reference(x, lambda v: tap((v - mean) / std), objective, sizes, tables, step_size=step_size)
 
 
@@ -186,7 +186,7 @@ def test_objectives_and_layer_weights(photo):
 
 
 def test_channels_objective_only_grows_chosen_channels():
-    loss = build_objective("l2", {"l": 1.0}, channels=[1])
+    loss = compose(ObjectivePlan({"l": 1.0}, channels=[1]))
     a = torch.randn(2, 4, 3, 3, requires_grad=True)
     (g,) = torch.autograd.grad(loss({"l": a}), a)
     assert torch.equal(g[:, 1], a[:, 1].detach()) and g[:, [0, 2, 3]].abs().sum() == 0

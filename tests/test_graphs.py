@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 import fastdream
-from fastdream import backends, dreamer as dreamer_module
+from fastdream import backends, engine as engine_module
 from fastdream.graphs import WARMUP, FallbackNotice, GraphCache, GraphStepper
 from fastdream.step import StepConfig, Stepper, Tiling
 
@@ -107,8 +107,8 @@ def _inputs(batch, h, w, iterations, seed=0):
 def _steppers(cache=None, notice=None, transforms=()):
     conv, features, objective = _toy()
     config = StepConfig(0.02)
-    eager = Stepper(features, objective, config, "reference", transforms)
-    graph = FakeGraphStepper(features, objective, config, "reference", transforms,
+    eager = Stepper(features, objective, config, transforms)
+    graph = FakeGraphStepper(features, objective, config, transforms,
                              cache=cache if cache is not None else GraphCache(),
                              notice=notice, model=conv)
     return eager, graph
@@ -165,25 +165,25 @@ def test_key_follows_objective_config_and_weights():
     conv, features, objective = _toy()
     x = torch.zeros(2, 3, 8, 8)
     cache = GraphCache()
-    base = GraphStepper(features, objective, StepConfig(0.01), "reference", cache=cache, model=conv)
-    same = GraphStepper(features, objective, StepConfig(0.01), "reference", cache=cache, model=conv)
+    base = GraphStepper(features, objective, StepConfig(0.01), cache=cache, model=conv)
+    same = GraphStepper(features, objective, StepConfig(0.01), cache=cache, model=conv)
     assert base.key(x) == same.key(x)
     assert base.key(x) != base.key(torch.zeros(2, 3, 8, 9))
-    other_objective = GraphStepper(features, lambda a: objective(a), StepConfig(0.01), "reference", cache=cache,
+    other_objective = GraphStepper(features, lambda a: objective(a), StepConfig(0.01), cache=cache,
                                    model=conv)
     assert other_objective.key(x) != base.key(x)
-    assert GraphStepper(features, objective, StepConfig(0.02), "reference", cache=cache,
+    assert GraphStepper(features, objective, StepConfig(0.02), cache=cache,
                         model=conv).key(x) != base.key(x)
-    assert GraphStepper(features, objective, StepConfig(0.01), "reference", cache=cache, model=conv,
+    assert GraphStepper(features, objective, StepConfig(0.01), cache=cache, model=conv,
                         signature=(1.0, None)).key(x) != base.key(x)
     conv.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)  # moved: a new address
-    assert GraphStepper(features, objective, StepConfig(0.01), "reference", cache=cache,
+    assert GraphStepper(features, objective, StepConfig(0.01), cache=cache,
                         model=conv).key(x) != base.key(x)
 
 
 def test_cpu_graphable_is_false():
     _, features, objective = _toy()
-    stepper = GraphStepper(features, objective, StepConfig(0.01), "reference", cache=GraphCache())
+    stepper = GraphStepper(features, objective, StepConfig(0.01), cache=GraphCache())
     assert not stepper.graphable(torch.zeros(1, 3, 4, 4), None)
 
 
@@ -200,7 +200,7 @@ def test_cpu_path_never_builds_a_graph_stepper(monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("GraphStepper built on the CPU path")
 
-    monkeypatch.setattr(dreamer_module, "GraphStepper", forbidden)
+    monkeypatch.setattr(engine_module, "GraphStepper", forbidden)
     x = torch.rand(3, 40, 36, generator=torch.Generator().manual_seed(0))
     out = fastdream.Dreamer(octaves=2, iterations=WARMUP + 1, cuda_graphs=True)(x, seed=0)
     assert out.shape == x.shape
@@ -218,7 +218,7 @@ def deterministic(monkeypatch):
 
 
 def _captures(d: fastdream.Dreamer) -> int:
-    return sum(p.graphs.captures for p in d._prepared.values())
+    return sum(p.graphs.captures for p in d._engine.prepared.values())
 
 
 CUDA_OPTIONS = dict(octaves=2, iterations=WARMUP + 3)
@@ -227,7 +227,6 @@ CUDA_OPTIONS = dict(octaves=2, iterations=WARMUP + 3)
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("precision", ["fp32", "auto"])
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_dream_equals_eager(deterministic, batch, precision):
     x = torch.rand(batch, 3, 72, 90, generator=torch.Generator().manual_seed(batch)).cuda()
     graphs = fastdream.Dreamer(precision=precision, **CUDA_OPTIONS)
@@ -246,7 +245,6 @@ def test_cuda_graph_dream_equals_eager(deterministic, batch, precision):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_capture_failure_warns_once_and_gives_the_eager_result(deterministic, monkeypatch):
     def broken(self, fn):
         raise RuntimeError("capture refused")
@@ -266,7 +264,6 @@ def test_cuda_capture_failure_warns_once_and_gives_the_eager_result(deterministi
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_tiled_octaves_run_eagerly(deterministic):
     x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0)).cuda()
     options = dict(CUDA_OPTIONS, tile_size=64, tile_margin=32)
@@ -277,7 +274,6 @@ def test_cuda_tiled_octaves_run_eagerly(deterministic):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_stepper_with_smoothing_and_progress(deterministic):
     x = torch.rand(3, 3, 80, 64, generator=torch.Generator().manual_seed(3)).cuda()
     options = dict(CUDA_OPTIONS, smoothing=1.0)

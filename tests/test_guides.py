@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fastdream.guides import (
+from fastdream.objectives import (
     channel_objective, class_indices, class_objective, guided_objective, imagenet_categories, select_channels,
     weighted_sum,
 )
@@ -44,9 +44,9 @@ def test_guided_matches_twin(a_shape, g_shape):
 
 
 def test_guided_blocks_bf16_and_non_contiguous(monkeypatch):
-    import fastdream.guides as guides
+    import fastdream.objectives.guide as guide_module
 
-    monkeypatch.setattr(guides, "_MATCH_BLOCK", 7)  # many small blocks
+    monkeypatch.setattr(guide_module, "_MATCH_BLOCK", 7)  # many small blocks
     a = rand((2, 8, 5, 9), 3).permute(0, 1, 3, 2)
     guide = rand((1, 8, 6, 4), 4).transpose(2, 3)
     loss, g = grad_of(guided_objective(guide), a)
@@ -177,3 +177,27 @@ def test_class_objective_matches_twin_and_composes():
     torch.testing.assert_close(total({"fc": logits, "block": a}), 0.5 * objective(logits) + 2.0 * 0.5 * (a[:, 1] ** 2).sum())
     with pytest.raises(TypeError, match="term"):
         weighted_sum([("fc", objective)])
+
+
+def test_compose_picks_the_per_layer_source_and_says_whether_it_is_static():
+    from fastdream.objectives import Context, ObjectivePlan, compose
+
+    acts = {"a": rand((2, 4, 3, 3), 7), "fc": rand((2, 10), 8)}
+    plain = compose(ObjectivePlan({"a": 1.0}, classes={3: 0.5}, logits_layer="fc"))
+    assert plain.static and [t[0] for t in plain.terms] == ["a", "fc"]
+    torch.testing.assert_close(plain(acts), 0.5 * (acts["a"] ** 2).sum() + 0.5 * acts["fc"][:, 3].sum())
+
+    calls = []
+
+    def features(x):
+        calls.append(x.shape)
+        return {"a": rand((1, 4, 3, 3), 9)}
+
+    context = Context(features, torch.device("cpu"), lambda: torch.rand(1, 3, 8, 8), {})
+    guided = compose(ObjectivePlan({"a": 1.0}, guide=torch.rand(3, 8, 8)), context)
+    again = compose(ObjectivePlan({"a": 1.0}, guide=torch.rand(3, 8, 8)), context)
+    assert not guided.static and not again.static and len(calls) == 1  # the guide's features: once (memo)
+    ranked = compose(ObjectivePlan({"a": 1.0}, channel_mode="strongest", channel_count=2), context)
+    assert not ranked.static and len(calls) == 2
+    with pytest.raises(ValueError, match="context"):
+        compose(ObjectivePlan({"a": 1.0}, channel_mode="weakest"))

@@ -19,11 +19,6 @@ import torch
 from fastdream import _extension, backends, ops
 from fastdream._reference import jitter_ref, normalized_step_ref
 
-CUDA = pytest.param(
-    "cuda",
-    marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
-)
-DEVICES = ["cpu", CUDA]
 # 1x1, odd, prime, W % 4 == 0 (vector paths), more than 3 channels, batch 1 and many, big enough for threads
 SHAPES = [(1, 1, 1, 1), (1, 3, 7, 13), (4, 3, 31, 17), (2, 3, 97, 89), (3, 1, 16, 64), (8, 3, 32, 32), (2, 5, 8, 12)]
 SHIFT_KINDS = ["small", "huge", "extreme"]
@@ -66,7 +61,6 @@ def misaligned(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------- jitter
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
 @pytest.mark.parametrize("dtype", FLOATS)
@@ -81,7 +75,6 @@ def test_jitter_is_bit_exact(device, shape, kind, dtype):
     assert torch.equal(src, before) and torch.equal(shifts, shifts_before)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_jitter_writes_into_out(device):
     gen = generator("out")
     src = rand_image((3, 3, 20, 24), gen, device)
@@ -92,7 +85,6 @@ def test_jitter_writes_into_out(device):
     assert torch.equal(out, jitter_ref(src, shifts))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("view", ["channels_last", "permuted", "sliced", "misaligned"])
 def test_jitter_accepts_any_layout_of_src(device, view):
     gen = generator("layout", view)
@@ -109,36 +101,6 @@ def test_jitter_accepts_any_layout_of_src(device, view):
     assert torch.equal(ops.jitter(src, shifts), jitter_ref(src.contiguous(), shifts))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("out_dtype", FLOATS)
-@pytest.mark.parametrize("spread", [1.0, 1e-6, 1e6])  # 1e-6 std: fp16 overflow; 1e6: subnormals
-@pytest.mark.parametrize("shape", [(2, 3, 31, 17), (1, 3, 16, 64)])
-def test_jitter_fused_normalize_and_cast_is_bit_exact(device, out_dtype, spread, shape):
-    gen = generator("normalize", out_dtype, spread, shape)
-    src = rand_image(shape, gen, device)
-    shifts = make_shifts(shape[0], "huge", gen, device)
-    mean, std = [0.485, 0.456, 0.406], [0.229 * spread, 0.224 * spread, 0.225 * spread]
-    out = ops.jitter(src, shifts, mean=mean, std=std, out_dtype=out_dtype)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    expected = ((jitter_ref(src, shifts) - m) / s).to(out_dtype)
-    assert out.dtype == out_dtype
-    assert torch.equal(out, expected)
-    scalar = ops.jitter(src, shifts, mean=0.5, std=0.25 * spread, out_dtype=out_dtype)
-    assert torch.equal(scalar, ((jitter_ref(src, shifts) - 0.5) / (0.25 * spread)).to(out_dtype))
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16])
-def test_jitter_cast_only(device, out_dtype):
-    gen = generator("cast", out_dtype)
-    src = rand_grad((2, 4, 9, 12), gen, device, scale=1e3)
-    shifts = make_shifts(2, "small", gen, device)
-    out = torch.empty(src.shape, dtype=out_dtype, device=device)
-    ops.jitter(src, shifts, out=out, out_dtype=out_dtype)
-    assert torch.equal(out, jitter_ref(src, shifts).to(out_dtype))
-
-
 # ------------------------------------------------------------------------------ normalized_step_
 
 
@@ -151,7 +113,6 @@ def assert_step_matches(img, grad, shifts, step_size, lo, hi, eps=1e-8):
     assert torch.equal(grad, grad_before)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", SHIFT_KINDS)
 @pytest.mark.parametrize("grad_dtype", FLOATS)
@@ -164,7 +125,6 @@ def test_step_matches_reference(device, shape, kind, grad_dtype):
     assert_step_matches(img, grad, shifts, 0.2, 0.0, 1.0)  # a big step: many values clip
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("grad_dtype", FLOATS)
 @pytest.mark.parametrize("layout", ["channels_last", "permuted", "sliced", "misaligned"])
 @pytest.mark.parametrize("shape", [(2, 3, 31, 17), (3, 3, 16, 24), (1, 1, 1, 1)])
@@ -183,7 +143,6 @@ def test_step_gradient_layouts(device, grad_dtype, layout, shape):
     assert_step_matches(img, grad, make_shifts(shape[0], "huge", gen, device), 0.05, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "lo, hi",
     [
@@ -202,7 +161,6 @@ def test_step_bounds(device, lo, hi):
     assert_step_matches(img, grad, make_shifts(2, "small", gen, device), 0.3, lo, hi)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_step_images_are_independent_and_eps_is_used(device):
     gen = generator("independent")
     img = rand_image((3, 3, 12, 12), gen, device)
@@ -231,7 +189,6 @@ def test_step_is_deterministic_and_thread_independent():
 # ----------------------------------------------------------------------------------------- empty
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("shape", [(0, 3, 8, 8), (2, 3, 0, 8), (2, 3, 8, 0), (2, 0, 8, 8)])
 def test_empty_tensors_return_early(device, shape):
     shifts = torch.zeros((shape[0], 2), dtype=torch.int32, device=device)
@@ -268,15 +225,6 @@ def _bad_cases():
         ("out-shape", lambda: j(x, s, out=torch.empty(2, 3, 8, 9)), ValueError, "out must be"),
         ("out-noncontig", lambda: j(x, s, out=torch.empty(2, 3, 8, 16)[..., ::2]), ValueError, "out must be"),
         ("out-aliases-src", lambda: j(x, s, out=x), ValueError, "out must not overlap src"),
-        ("mean-alone", lambda: j(x, s, mean=0.5), ValueError, "mean and std"),
-        ("std-zero", lambda: j(x, s, mean=0.5, std=[1.0, 0.0, 1.0]), ValueError, "std must be non-zero"),
-        ("mean-length", lambda: j(x, s, mean=[0.1, 0.2], std=1.0), ValueError, "mean must be .* got 2 values"),
-        ("mean-nan", lambda: j(x, s, mean=float("nan"), std=1.0), ValueError, "mean"),
-        ("std-type", lambda: j(x, s, mean=0.0, std="one"), TypeError, "std must be"),
-        ("out_dtype-int", lambda: j(x, s, out_dtype=torch.int32), TypeError, "out_dtype"),
-        ("out_dtype-str", lambda: j(x, s, out_dtype="float16"), TypeError, "out_dtype"),
-        ("normalize-half-src", lambda: j(x.half(), s, mean=0.0, std=1.0), TypeError, "src must be float32"),
-        ("normalize-wide", lambda: j(wide, s1, mean=0.0, std=1.0), ValueError, "at most 64"),
         ("img-type", lambda: st(x.numpy(), g, s, 0.1, 0.0, 1.0), TypeError, "img must be a torch.Tensor"),
         ("img-dtype", lambda: st(x.half(), g, s, 0.1, 0.0, 1.0), TypeError, "img must be a float32"),
         ("img-noncontig", lambda: st(x.transpose(2, 3), g, s, 0.1, 0.0, 1.0), ValueError,
@@ -343,14 +291,12 @@ def test_backend_info_and_select_backend():
         assert info["cuda_version"] and info["cuda_archs"]
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_fallback_gives_the_same_results_and_warns_once(device):
     gen = generator("fallback")
     shape = (2, 3, 31, 20)
     src, grad = rand_image(shape, gen, device), rand_grad(shape, gen, device)
     shifts = make_shifts(2, "huge", gen, device)
     fast_jitter = ops.jitter(src, shifts)
-    fast_norm = ops.jitter(src, shifts, mean=[0.4, 0.5, 0.6], std=0.2, out_dtype=torch.bfloat16)
     fast_step = ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(_extension, "_loaded", True)
@@ -362,7 +308,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             slow_jitter = ops.jitter(src, shifts)
-            slow_norm = ops.jitter(src, shifts, mean=[0.4, 0.5, 0.6], std=0.2, out_dtype=torch.bfloat16)
             slow_step = ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
             ops.normalized_step_(src.clone(), grad, shifts, 0.1, 0.0, 1.0)
     ours = [w for w in caught if issubclass(w.category, RuntimeWarning) and "fastdream._C" in str(w.message)]
@@ -370,7 +315,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
     message = str(ours[0].message)
     assert "pretend the build failed" in message and "pip install" in message
     assert torch.equal(slow_jitter, fast_jitter)
-    assert torch.equal(slow_norm, fast_norm)
     torch.testing.assert_close(slow_step, fast_step, rtol=1e-5, atol=1e-6)
 
 
@@ -378,7 +322,6 @@ def test_fallback_gives_the_same_results_and_warns_once(device):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_ops_run_on_the_current_stream():
     gen = generator("stream")
     shape = (4, 3, 64, 48)
@@ -397,7 +340,6 @@ def test_cuda_ops_run_on_the_current_stream():
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_replays_with_new_shifts():
     """Both ops read the shifts on the device and never sync: capture once, replay with new shifts."""
     if backends.select_backend("cuda") != "cuda":

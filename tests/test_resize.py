@@ -72,12 +72,10 @@ def test_cpu_detail_none_is_a_copy_of_base(size):
     assert torch.equal(x, base) and x.data_ptr() != base.data_ptr() and base.data_ptr() != img.data_ptr()
 
 
-def test_cpu_preallocated_outputs_and_inputs_unchanged():
+def test_cpu_inputs_unchanged():
     img, detail = rand(2, 4, 19, 21, seed=6), rand(2, 4, 9, 11, seed=7)
     before = img.clone(), detail.clone()
-    out_base, out_x = torch.empty(2, 4, 13, 17), torch.empty(2, 4, 13, 17)
-    base, x = resize_add(img, detail, (13, 17), out_base=out_base, out_x=out_x)
-    assert base is out_base and x is out_x
+    base, x = resize_add(img, detail, (13, 17))
     ref_base, ref_x = resize_add_ref(img, detail, (13, 17))
     assert torch.equal(base, ref_base) and torch.equal(x, ref_x)
     assert torch.equal(img, before[0]) and torch.equal(detail, before[1])
@@ -119,10 +117,6 @@ BAD = [
     ("size", (6, 0), ValueError),
     ("size", (6.0, 6), TypeError),
     ("size", (True, 6), TypeError),
-    ("out_base", torch.empty(2, 3, 6, 5), ValueError),
-    ("out_base", torch.empty(2, 3, 6, 6, dtype=torch.float64), TypeError),
-    ("out_x", torch.empty(2, 3, 6, 12)[..., ::2], ValueError),
-    ("out_x", GOOD["img"][:, :, :6, :6], ValueError),
 ]
 
 
@@ -133,15 +127,6 @@ def test_bad_arguments_name_the_argument(name, value, error):
         resize_add(**args)
 
 
-def test_outputs_must_not_overlap():
-    out = torch.empty(2, 3, 6, 6)
-    with pytest.raises(ValueError, match="resize_add: out_base and out_x must not overlap"):
-        resize_add(**GOOD, out_base=out, out_x=out)
-    inside_img = GOOD["img"].view(-1)[: out.numel()].view(out.shape)
-    with pytest.raises(ValueError, match="resize_add: out_base must not overlap img"):
-        resize_add(**GOOD, out_base=inside_img)
-
-
 # -- CUDA / CuPy: the fused kernel ----------------------------------------------------------------
 
 
@@ -149,18 +134,11 @@ def test_outputs_must_not_overlap():
 @pytest.mark.parametrize("img_hw, det_hw, size", CASES)
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
-@pytest.mark.parametrize("preallocated", [False, True])
-def test_cupy_kernel_matches_interpolate(img_hw, det_hw, size, batch, layout, preallocated):
+def test_cupy_kernel_matches_interpolate(img_hw, det_hw, size, batch, layout):
     img = rand(batch, 3, *img_hw, seed=10, device="cuda")
     detail = rand(batch, 3, *det_hw, seed=11, device="cuda")
     img_v, det_v = layouts(img)[layout], layouts(detail)[layout]
-    outs = {}
-    if preallocated:
-        outs = dict(out_base=torch.full((batch, 3, *size), float("nan"), device="cuda"),
-                    out_x=torch.full((batch, 3, *size), float("nan"), device="cuda"))
-    base, x = resize_add(img_v, det_v, size, **outs)
-    if preallocated:
-        assert base is outs["out_base"] and x is outs["out_x"]
+    base, x = resize_add(img_v, det_v, size)
     want_base = img if img_hw == size else interp(img, size)
     want_x = want_base + (detail if det_hw == size else interp(detail, size))
     torch.testing.assert_close(base, want_base, rtol=0, atol=1e-5)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import fastdream
-import fastdream.dreamer as dreamer_module
+import fastdream.engine as engine_module
 from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import freeze
 from fastdream.tiles import tile_for_budget, tile_regions, tiled_gradient
@@ -65,11 +65,11 @@ def test_tiled_gradient_assembles_the_full_gradient():
 
 def test_tiled_gradient_margin_gives_context(photo):
     d = fastdream.Dreamer(precision="fp32")
-    prepared = d._prepare(torch.device("cpu"))
+    prepared = d._engine.prepare(torch.device("cpu"))
 
     def grad(v):
         v = v.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(d.objective(prepared.features(v)), v)
+        (g,) = torch.autograd.grad(d._engine.objective(prepared.features(v)), v)
         return g
 
     full = grad(photo)
@@ -119,7 +119,7 @@ def test_no_seams_at_tile_borders(photo, monkeypatch):
     options = dict(octaves=1, iterations=8, precision="fp32", step_size=0.02, jitter=0)
     untiled = fastdream.Dreamer(**options)(photo, seed=0)
     tiled = fastdream.Dreamer(tile_size=64, **options)(photo, seed=0)
-    monkeypatch.setattr(dreamer_module, "grid_offsets", lambda iterations, tile, generator: [(0, 0)] * iterations)
+    monkeypatch.setattr(engine_module, "grid_offsets", lambda iterations, tile, generator: [(0, 0)] * iterations)
     control = fastdream.Dreamer(tile_size=64, tile_margin=0, **options)(photo, seed=0)
     for period in (32, 64):
         assert _ripple(tiled, photo, period) < 1.3 * _ripple(untiled, photo, period)
@@ -140,7 +140,8 @@ def test_max_memory_picks_tiles_and_auto_runs(photo):
     # 48 MiB: below the untiled need and above the smallest tile's, for the 377–900 bytes of saved
     # activations per pixel measured across torch versions
     d = fastdream.Dreamer(max_memory=48 * 2**20, **FAST)
-    tilings = d._tilings(1, [(256, 384)], torch.device("cpu"), torch.Generator().manual_seed(0))
+    engine = d._engine
+    tilings = engine.tilings(engine.prepare(torch.device("cpu")), 1, [(256, 384)], torch.Generator().manual_seed(0))
     assert tilings[0] is not None and 32 <= tilings[0].tile < 256 and tilings[0].tile % 32 == 0
     assert d(photo, seed=0).shape == photo.shape
     assert fastdream.Dreamer(max_memory="auto", **FAST)(photo, seed=0).shape == photo.shape
