@@ -760,14 +760,13 @@ class _TilingNote:
 
 
 def _cmd_zoom(args) -> int:
-    from ._convert import to_float01
     from .video import VideoWriter
 
     source = pathlib.Path(args.input)
     if not source.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
-
+    from ._convert import to_float01
     from .image_io import load_image
     from .transforms import zoom_transform
 
@@ -797,12 +796,12 @@ def _cmd_zoom(args) -> int:
 
 
 def _cmd_video(args) -> int:
-    from ._convert import to_float01
     from .video import VideoWriter, read_video
 
     source = pathlib.Path(args.input)
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
     frames, fps, count = read_video(args.input)
+    from ._convert import to_float01
 
     total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
 
@@ -837,7 +836,7 @@ def _cmd_video(args) -> int:
 def _one_line(exc: BaseException) -> str:
     """The error's message on one line; an option named in flag syntax (``--octave-scale``)."""
     if isinstance(exc, options.OptionError):
-        text = exc.render(options.flag)
+        text = exc.for_command_line()
     else:  # errors of the models carry their command-line wording (`fastdream layers MODEL`)
         text = getattr(exc, "command_line", None) or str(exc)
     return " ".join(text.split()) or type(exc).__name__

@@ -214,7 +214,7 @@ class DreamWorker:
             for data, source, dest, _, _ in members:
                 try:
                     image = self.load(bytes(data), str(source))
-                    self.dreamer._check_size(image)
+                    self.dreamer.check(image)
                 except errors_of as exc:
                     emit(source, dest, _one_line(exc))
                     continue
@@ -319,10 +319,10 @@ def dream_files(
     """
     if len(sources) != len(dests):
         raise ValueError(f"sources and dests must have the same length, got {len(sources)} and {len(dests)}")
-    from ._checks import check_int, check_seed
+    from .options import check_int, check_seed
 
     batch_size = check_int("batch_size", batch_size, 1)
-    seed = check_seed(seed)
+    seed = check_seed("seed", seed)
     report = Report()
     if not sources:
         return report
@@ -397,21 +397,17 @@ def _dream(ray, sources, dests, options, seed, batch_size, max_side, concurrency
 def _size_check(options: dict):
     """``shape -> message`` ("" when fine): the Dreamer's minimum input size, checked in the driver
     (as ``dream_many`` does before it groups) without building the model."""
-    from types import SimpleNamespace
-
-    import torch
-
-    from .dreamer import Dreamer
+    from .engine import check_min_size
     from .models.registry import DEFAULT_MODEL, get_spec
 
     model = options.get("model", DEFAULT_MODEL)
     if not isinstance(model, str):
         return lambda shape: ""
-    facts = SimpleNamespace(_min_input=get_spec(model).min_input, model_name=model)
+    min_input = get_spec(model).min_input
 
     def check(shape: tuple) -> str:
         try:
-            Dreamer._check_size(facts, torch.empty(shape, device="meta"))
+            check_min_size(shape[-2:], min_input, model)
         except ValueError as exc:
             return _one_line(exc)
         return ""

@@ -243,6 +243,12 @@ class Dreamer:
                     bar(1)
                 yield out
 
+    def check(self, image: torch.Tensor) -> None:
+        """Raise the ``TypeError``/``ValueError`` that dreaming ``image`` would raise for the image
+        itself (type, shape, values, the model's minimum size), without dreaming it."""
+        check_image(image)
+        self._engine.check_size(image)
+
     def __repr__(self) -> str:
         o = self.options
         return (

@@ -195,12 +195,7 @@ class Engine:
     # -- inputs ----------------------------------------------------------------------------------
 
     def check_size(self, image: torch.Tensor) -> None:
-        height, width = image.shape[-2:]
-        if min(height, width) < self.min_input:
-            raise ValueError(
-                f"image is {height}×{width}; model {self.model_name!r} needs at least {self.min_input} px "
-                "on the short side"
-            )
+        check_min_size(image.shape[-2:], self.min_input, self.model_name)
 
     def initial_image(self, size, seed: int) -> torch.Tensor:
         """What ``dreamer(None, size=(H, W))`` starts from: the ``init`` option's image, float32 [3, H, W]."""
@@ -363,6 +358,16 @@ class Engine:
                 if user is not None:
                     for m, mode in zip(user.modules(), modes):
                         m.training = mode
+
+
+def check_min_size(size, min_input: int, model_name: str) -> None:
+    """ValueError unless an image of ``size = (height, width)`` is at least ``min_input`` px on its
+    short side (what ``model_name`` needs)."""
+    height, width = size
+    if min(height, width) < min_input:
+        raise ValueError(
+            f"image is {height}×{width}; model {model_name!r} needs at least {min_input} px on the short side"
+        )
 
 
 @contextlib.contextmanager

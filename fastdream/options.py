@@ -57,14 +57,27 @@ class OptionError(ValueError):
         self.template = template
         self.options = options
         self.values = values
+        self.command_line_values: Optional[Dict[str, Any]] = None  # where the command line reads otherwise
         super().__init__(self.render())
 
     @classmethod
     def about(cls, option: str, error: BaseException) -> "OptionError":
-        """``error``'s message as an error about ``option`` (a leading ``option:`` becomes the name)."""
-        text = " ".join(str(error).split())
-        rest = text[len(option) + 1:] if text.startswith(option + ":") else " " + text
-        return cls("{0}:{rest}", option, rest=rest)
+        """``error``'s message as an error about ``option`` (a leading ``option:`` becomes the name).
+        An ``error`` with a ``command_line`` wording (the models' unknown-name errors) keeps it for
+        :meth:`for_command_line`."""
+        made = cls("{0}:{rest}", option, rest=cls._rest(option, str(error)))
+        wording = getattr(error, "command_line", None)
+        if wording:
+            made.command_line_values = {"rest": cls._rest(option, str(wording))}
+        return made
+
+    @staticmethod
+    def _rest(option: str, text: str) -> str:
+        text = " ".join(text.split())
+        for prefix in (option + ":", flag(option) + ":"):
+            if text.startswith(prefix):
+                return text[len(prefix):]
+        return " " + text
 
     @property
     def option(self) -> str:
@@ -75,16 +88,23 @@ class OptionError(ValueError):
         """The message with every option name passed through ``spell``."""
         return self.template.format(*map(spell, self.options), **self.values)
 
-    def __reduce__(self):  # keeps the option names across pickling (process pools)
-        return _rebuild_error, (type(self), self.template, self.options, self.values)
+    def for_command_line(self) -> str:
+        """The message as the ``fastdream`` command says it: options as flags (``--octave-scale``),
+        and the command-line wording of a wrapped error."""
+        return self.template.format(*map(flag, self.options), **(self.command_line_values or self.values))
+
+    def __reduce__(self):  # keeps the option names (and the command-line wording) across pickling
+        return _rebuild_error, (type(self), self.template, self.options, self.values, self.command_line_values)
 
 
 class OptionTypeError(OptionError, TypeError):
     """An option of the wrong type (``except TypeError`` catches it too)."""
 
 
-def _rebuild_error(cls, template, options, values):
-    return cls(template, *options, **values)
+def _rebuild_error(cls, template, options, values, command_line_values=None):
+    error = cls(template, *options, **values)
+    error.command_line_values = command_line_values
+    return error
 
 
 def _type_name(value) -> str:

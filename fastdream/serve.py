@@ -64,13 +64,13 @@ def _convert(name: str, value, kind):
 
 def parse_fields(fields: Dict[str, object]) -> Tuple[dict, Optional[int], str]:
     """``(dreamer options, seed, format)`` from a request's fields; ValueError/TypeError when bad."""
-    from ._checks import check_seed
+    from .options import check_seed
 
     unknown = sorted(set(fields) - set(_FIELDS))
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r}; per-request options: {', '.join(_FIELDS)}")
     options = {name: _convert(name, fields[name], kind) for name, kind in REQUEST_OPTIONS.items() if name in fields}
-    seed = check_seed(_convert("seed", fields["seed"], int)) if "seed" in fields else None
+    seed = check_seed("seed", _convert("seed", fields["seed"], int)) if "seed" in fields else None
     fmt = str(fields.get("format", "png")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format must be png or jpeg, got {fields['format']!r}")
@@ -149,7 +149,7 @@ class DreamServer:
         options, seed, fmt = parse_fields(fields)
         dreamer = self._dreamer(options)  # the library's own checks of the options
         image = _decode(body, "upload", self.max_side)
-        dreamer._check_size(image)
+        dreamer.check(image)
         return dreamer, image, seed, fmt
 
     async def __call__(self, request):

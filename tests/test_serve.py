@@ -91,7 +91,7 @@ def test_bad_requests(server, body, query, status, message):
 def test_tiny_image_gets_the_library_message(server):
     got, _, text = post(server, png(8, 8))
     with pytest.raises(ValueError) as library:
-        fastdream.Dreamer(**OPTIONS)._check_size(torch.zeros(3, 8, 8, dtype=torch.uint8))
+        fastdream.Dreamer(**OPTIONS).check(torch.zeros(3, 8, 8, dtype=torch.uint8))
     assert got == 400 and text.decode() == str(library.value)
 
 
