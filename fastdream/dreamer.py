@@ -105,8 +105,9 @@ class Dreamer:
 
     def __getattr__(self, name: str):
         """The options as attributes (``dreamer.octaves``); ``layers``, ``classes``, ``min_size``
-        and ``model_name`` as resolved against the model."""
-        if name in ("layers", "classes", "min_size", "model_name"):
+        and ``model_name`` as resolved against the model; ``last_tiling``: the ``Tiling`` (``tile``,
+        ``margin`` in px) of the last call's largest octave, ``None`` where it ran untiled."""
+        if name in ("layers", "classes", "min_size", "model_name", "last_tiling"):
             return getattr(self._engine, name)
         options = self.__dict__.get("options")
         if options is not None and name in Options.__dataclass_fields__:

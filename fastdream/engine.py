@@ -19,6 +19,7 @@ import copy
 import itertools
 import secrets
 import threading
+import warnings
 from typing import Dict, List, Optional
 
 import torch
@@ -184,6 +185,7 @@ class Engine:
         self.prepared: Dict[tuple, Prepared] = {}
         self.graph_notice = FallbackNotice()
         self.lock = threading.Lock()
+        self.last_tiling: Optional[Tiling] = None  # of the last call's largest octave (None: untiled)
 
     def _weights_meta(self):
         if self.spec is None or self.spec.weights_enum is None:
@@ -251,7 +253,7 @@ class Engine:
                 grey = channels == 1
                 if grey:
                     img = img.expand(-1, 3, -1, -1).contiguous()
-                out = self.octaves(prepared, img, sizes, tables, tilings, progress)
+                out = self._octaves_or_tiled(prepared, img, sizes, tables, tilings, generator, progress)
             if grey:
                 out = out.mean(dim=1, keepdim=True)
             out = to_dtype_like(out, image.dtype).to(image.device)
@@ -285,17 +287,45 @@ class Engine:
         self.prepared[key] = prepared
         return prepared
 
-    def tilings(self, prepared: Prepared, batch: int, sizes, generator) -> list:
-        """Per octave, ``None`` (whole image at once) or the ``Tiling`` its memory budget needs."""
+    def _octaves_or_tiled(self, prepared: Prepared, img, sizes, tables, tilings, generator, progress):
+        """:meth:`octaves`; where a call with no memory budget runs out of memory, once more in
+        tiles within what the device has free then, with a warning ("Memory and tiles")."""
         options = self.options
-        if options.tile_size is None and options.max_memory is None:
+        self.last_tiling = _largest(tilings)
+        budgeted = options.max_memory is not None or options.tile_size is not None
+        try:
+            return self.octaves(prepared, img, sizes, tables, tilings, progress)
+        except torch.cuda.OutOfMemoryError:
+            if budgeted:
+                raise
+        # outside the except block: its traceback no longer holds the failed attempt's tensors
+        if prepared.device.type == "cuda":
+            torch.cuda.empty_cache()
+        tilings = self.tilings(prepared, img.shape[0], sizes, generator, max_memory="auto")
+        self.last_tiling = _largest(tilings)
+        if self.last_tiling is None:  # the budget says the whole image fits: nothing smaller to try
+            raise torch.cuda.OutOfMemoryError(
+                f"out of memory dreaming a {list(img.shape)} image on {prepared.device}, and its free memory "
+                "says it should fit untiled; set max_memory= or tile_size= to dream it in tiles")
+        warnings.warn(
+            f"fastdream: out of memory on {prepared.device}; dreaming this call again in tiles of "
+            f"{self.last_tiling.tile} px within the memory free now (set max_memory= to choose the budget)",
+            RuntimeWarning, stacklevel=4)
+        return self.octaves(prepared, img, sizes, tables, tilings, progress)
+
+    def tilings(self, prepared: Prepared, batch: int, sizes, generator, max_memory=None) -> list:
+        """Per octave, ``None`` (whole image at once) or the ``Tiling`` its memory budget needs
+        (``max_memory``: a budget other than the options')."""
+        options = self.options
+        max_memory = options.max_memory if max_memory is None else max_memory
+        if options.tile_size is None and max_memory is None:
             return [None] * len(sizes)
         height, width = sizes[-1]
         tile, margin = options.tile_size, aligned(options.tile_margin, up=True)
         if tile is None:
             if prepared.bytes_per_pixel is None:
                 prepared.bytes_per_pixel = saved_bytes_per_pixel(prepared.features, self.objective, prepared.device)
-            budget = available_memory(prepared.device) if options.max_memory == "auto" else options.max_memory
+            budget = available_memory(prepared.device) if max_memory == "auto" else max_memory
             tile = tile_for_budget(budget, prepared.bytes_per_pixel, batch, height, width, margin, self.min_input)
         if tile is not None:
             tile = aligned(tile)
@@ -358,6 +388,11 @@ class Engine:
                 if user is not None:
                     for m, mode in zip(user.modules(), modes):
                         m.training = mode
+
+
+def _largest(tilings: list) -> Optional[Tiling]:
+    """The tiling of the largest octave that is tiled (octaves grow), or ``None``: untiled."""
+    return next((tiling for tiling in reversed(tilings) if tiling is not None), None)
 
 
 def check_min_size(size, min_input: int, model_name: str) -> None:

@@ -156,6 +156,8 @@ def _cupy_usable(device: torch.device) -> bool:
     if not cupy_available():
         _warn_once("no-cupy", "CuPy is not installed (pip install cupy-cuda13x, or fastdream[cuda])")
         return False
+    if f"launch-{device.index}" in _warned:  # it compiled but failed to launch: torch from then on
+        return False
     if device.index in _compiled:
         return True
     key = f"compile-{device.index}"
@@ -219,6 +221,26 @@ def _launch_cupy(img, detail, base, x) -> None:
         _kernel()((blocks,), (_BLOCK,), args)
 
 
+def _use_cupy(device: torch.device) -> bool:
+    return device.type == "cuda" and _cupy_usable(device)
+
+
+def _resize_add_cupy(img, detail, shape) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(base, x)`` from the CuPy kernel, or ``None`` where its launch failed: then the torch
+    resize serves this call and every later one on that device, said once."""
+    img = img.detach().contiguous()
+    detail = detail.detach().contiguous() if detail is not None else None
+    base = torch.empty(shape, dtype=torch.float32, device=img.device)
+    x = torch.empty(shape, dtype=torch.float32, device=img.device)
+    try:
+        _launch_cupy(img, detail, base, x)
+    except Exception as exc:  # noqa: BLE001 - CuPy's CUDA errors have no common base: fall back, said once
+        _warn_once(f"launch-{img.device.index}",
+                   f"the CuPy resize kernel failed to launch on {img.device} ({type(exc).__name__}: {exc})")
+        return None
+    return base, x
+
+
 # -------------------------------------------------------------------------------------------- op
 
 
@@ -251,13 +273,11 @@ def resize_add(
     shape = (img.shape[0], img.shape[1], *size)
     if img.shape[0] * img.shape[1] == 0:
         return img.new_empty(shape), img.new_empty(shape)
-    if img.device.type == "cuda" and _cupy_usable(img.device):
-        img = img.detach().contiguous()
-        detail = detail.detach().contiguous() if detail is not None else None
-        base = torch.empty(shape, dtype=torch.float32, device=img.device)
-        x = torch.empty(shape, dtype=torch.float32, device=img.device)
-        _launch_cupy(img, detail, base, x)
-        return base, x
+    if _use_cupy(img.device):
+        fused = _resize_add_cupy(img, detail, shape)
+        if fused is not None:
+            return fused
+
 
     with torch.no_grad():
         if detail is None:

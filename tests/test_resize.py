@@ -86,6 +86,33 @@ def test_empty_batch():
     assert base.shape == x.shape == (0, 3, 4, 4)
 
 
+def test_a_failed_cupy_launch_falls_back_to_the_twin_once(monkeypatch):
+    """The dispatch when the CuPy kernel compiled but its launch fails: this call and the later ones
+    are the torch twin's, with one warning. Runs on the CPU: the device test and the launch stand in."""
+    launches = []
+
+    def launch(*args):
+        launches.append(args)
+        raise RuntimeError("cudaErrorLaunchOutOfResources (injected)")
+
+    monkeypatch.setattr(resize, "_warned", set())
+    monkeypatch.setattr(resize, "cupy_available", lambda: True)
+    monkeypatch.setattr(resize, "_compiled", {None})  # "compiled" for the CPU device (index None)
+    monkeypatch.setattr(resize, "_use_cupy", resize._cupy_usable)  # the real check, minus device.type
+    monkeypatch.setattr(resize, "_launch_cupy", launch)
+    img, detail = rand(2, 3, 9, 11, seed=10), rand(2, 3, 4, 5, seed=11)
+    ref_base, ref_x = resize_add_ref(img, detail, (7, 13))
+    with pytest.warns(RuntimeWarning, match="failed to launch on cpu .*injected.*Using the torch resize"):
+        base, x = resize_add(img, detail, (7, 13))
+    assert torch.equal(base, ref_base) and torch.equal(x, ref_x) and len(launches) == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once
+        base, x = resize_add(img, detail, (7, 13))
+    assert torch.equal(x, ref_x) and len(launches) == 1  # not tried again
+
+
 def test_cuda_without_cupy_is_the_twin(monkeypatch):
     """The dispatch on a CUDA tensor with CuPy missing: the twin, with one warning (needs a GPU to run)."""
     if not torch.cuda.is_available():

@@ -285,3 +285,52 @@ def test_dream_many_default_batch_on_the_cpu_is_one():
     outs = list(d.dream_many(images, seed=4))
     for k, (image, out) in enumerate(zip(images, outs)):
         assert torch.equal(out, d(image, seed=4 + k))
+
+
+# -- out of memory: the call again, in tiles ------------------------------------------------------
+
+
+def _oom_once(monkeypatch):
+    """``Engine.octaves`` runs out of memory the first time it is called untiled."""
+    real, calls = engine_module.Engine.octaves, []
+
+    def octaves(self, prepared, img, sizes, tables, tilings, progress):
+        calls.append([t is not None for t in tilings])
+        if not any(calls[-1]) and len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(self, prepared, img, sizes, tables, tilings, progress)
+
+    monkeypatch.setattr(engine_module.Engine, "octaves", octaves)
+    return calls
+
+
+def test_out_of_memory_retries_tiled_within_what_is_free(photo, monkeypatch):
+    budget = 48 * 2**20  # what the device "has free": the image needs tiles within it
+    expected = fastdream.Dreamer(max_memory=budget, **FAST)(photo, seed=3)
+    monkeypatch.setattr(engine_module, "available_memory", lambda device: budget)
+    calls = _oom_once(monkeypatch)
+    d = fastdream.Dreamer(**FAST)
+    with pytest.warns(RuntimeWarning, match=r"out of memory on cpu; dreaming this call again in tiles of \d+ px"):
+        out = d(photo, seed=3)
+    assert calls == [[False], [True]]
+    assert torch.equal(out, expected)  # the same call as one given that budget
+    assert d.last_tiling is not None and d.last_tiling.tile % 32 == 0
+
+
+def test_out_of_memory_with_a_budget_or_room_is_raised(photo, monkeypatch):
+    _oom_once(monkeypatch)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="injected"):  # the caller chose the budget
+        fastdream.Dreamer(max_memory=2**40, **FAST)(photo, seed=0)
+    monkeypatch.setattr(engine_module, "available_memory", lambda device: 2**40)
+    _oom_once(monkeypatch)
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="says it should fit untiled; set max_memory="):
+        fastdream.Dreamer(**FAST)(photo, seed=0)
+
+
+def test_last_tiling_says_how_the_last_call_ran(photo):
+    d = fastdream.Dreamer(tile_size=96, tile_margin=32, **FAST)
+    assert d.last_tiling is None
+    d(photo, seed=0)
+    assert (d.last_tiling.tile, d.last_tiling.margin) == (96, 32)
+    d(photo[..., :64, :64], seed=0)  # fits one tile
+    assert d.last_tiling is None
