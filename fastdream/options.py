@@ -30,8 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-DEFAULT_MODEL = "efficientnet_lite0"
-"""The offline default model (``fastdream.models.registry.DEFAULT_MODEL``; a test keeps them equal)."""
+from .models.registry import DEFAULT_MODEL  # torch-free, like this module
 
 DEFAULT_STEP_SIZE = 0.01
 """Mean change per pixel per iteration, in image units (the seed's 1.5 on 0..255 is ~0.006)."""

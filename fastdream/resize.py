@@ -1,4 +1,5 @@
-"""The octave resize-add (DESIGN.md §1, §3 ``resize_add``): one fused CuPy kernel on CUDA, torch elsewhere.
+"""The octave resize-add: one fused CuPy kernel on CUDA, torch elsewhere (docs/architecture.md,
+"Semantics" and "Data flow").
 
     >>> base, x = resize_add(img, detail, (H2, W2))   # base = resize(img), x = base + resize(detail)
 

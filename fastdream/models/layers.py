@@ -4,7 +4,7 @@ Layer names are qualified names from ``module.named_modules()`` (``"_blocks.9"``
 ``"layer3.2"``), plus per-model aliases such as VGG's ``"relu4_3"``. :class:`LayerTap` captures the
 outputs of the requested layers with forward hooks and stops the forward pass as soon as the last
 of them has been produced, so layers whose output is unused never run (the "truncation" of
-DESIGN.md §2) for any module, whatever its ``forward`` does, without tracing it.
+docs/architecture.md, "Models") for any module, whatever its ``forward`` does, without tracing it.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ class ModelSpec:
     """What fastdream knows about one named model.
 
     ``min_input`` is the smallest short side (pixels) the network accepts; ``min_size`` the
-    smallest octave worth dreaming at (DESIGN.md §1: fewer octaves rather than a crash).
+    smallest octave worth dreaming at (docs/architecture.md, "Semantics": fewer octaves rather than a crash).
     """
 
     name: str
