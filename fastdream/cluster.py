@@ -35,6 +35,8 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from .batching import WINDOW, seed_for, window_batches
+
 RAY_INSTALL_HINT = (
     "needs Ray, which is the optional fastdream[ray] extra: from the fastdream checkout run "
     'pip install ".[ray]", or pip install "ray[data,serve]>=2.40"'
@@ -73,10 +75,6 @@ class Report:
 # --- planning: the single-process path's batches and seeds ----------------------------------------
 
 
-def _batch_seed(seed: Optional[int], k: int) -> Optional[int]:
-    return None if seed is None else (seed + k) % 2**63
-
-
 def plan_batches(
     shapes: Sequence[Optional[tuple]], batch_size: int, seed: Optional[int]
 ) -> List[Tuple[List[int], Optional[int]]]:
@@ -85,21 +83,16 @@ def plan_batches(
     ``shapes[i]`` is image ``i``'s tensor shape, or ``None`` for an image that failed to load (it
     still takes its place in a window, as in ``Dreamer.dream_many``). Batch size 1: every image
     alone with ``seed`` itself (``cli._run`` calls the Dreamer once per file). Batch size N:
-    windows of ``4·N`` images in input order, grouped by shape in order of first appearance,
-    chunks of N, chunk ``k`` of the run seeded ``seed + k``.
+    ``dream_many``'s cut (``fastdream.batching``), batch ``k`` of the run seeded ``seed + k``.
     """
     if batch_size == 1:
         return [([i], seed) for i, shape in enumerate(shapes) if shape is not None]
-    window_size = 4 * batch_size
+    window_size = WINDOW * batch_size
     batches: List[Tuple[List[int], Optional[int]]] = []
     for start in range(0, len(shapes), window_size):
-        groups: Dict[tuple, List[int]] = {}
-        for i in range(start, min(start + window_size, len(shapes))):
-            if shapes[i] is not None:
-                groups.setdefault(tuple(shapes[i]), []).append(i)
-        for indices in groups.values():
-            for first in range(0, len(indices), batch_size):
-                batches.append((indices[first : first + batch_size], _batch_seed(seed, len(batches))))
+        keys = [None if shape is None else tuple(shape) for shape in shapes[start : start + window_size]]
+        for chunk in window_batches(keys, batch_size):
+            batches.append(([start + i for i in chunk], seed_for(seed, len(batches))))
     return batches
 
 

@@ -13,6 +13,7 @@ import torch
 
 from . import options as _options
 from ._checks import check_image
+from .batching import WINDOW, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
 from .engine import Engine, progress_bar
 from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
@@ -20,11 +21,6 @@ from .options import check_seed
 from .prefetch import prefetched
 
 __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]
-
-
-def _seed_for(seed: Optional[int], k: int) -> Optional[int]:
-    """The seed of item ``k`` of a run seeded with ``seed`` (batches of ``dream_many``, frames of ``stream``)."""
-    return None if seed is None else (seed + k) % 2**63
 
 
 class Dreamer:
@@ -167,7 +163,7 @@ class Dreamer:
         """
         if batch_size is not None:
             batch_size = check_int("batch_size", batch_size, 1)
-        window_size = 4 * (batch_size or 8)
+        window_size = WINDOW * (batch_size or 8)
         seed = check_seed("seed", seed)
         errors = check_choice("errors", errors, ("raise", "return"))
         progress = self.options.progress if progress is None else check_bool("progress", progress)
@@ -179,7 +175,7 @@ class Dreamer:
                 if not window:
                     return
                 results: list = [None] * len(window)
-                groups: Dict[tuple, list] = {}
+                keys: list = [None] * len(window)  # images that failed keep None
                 for i, item in enumerate(window):
                     try:
                         if isinstance(item, BaseException):
@@ -193,18 +189,19 @@ class Dreamer:
                             raise
                         results[i] = exc
                         continue
-                    groups.setdefault((tuple(item.shape), item.dtype, item.device), []).append(i)
-                for (_, _, where), indices in groups.items():
-                    step = batch_size or (8 if (self.options.device or where).type == "cuda" else 1)
-                    for start in range(0, len(indices), step):
-                        chunk = indices[start : start + step]
-                        batch = torch.stack([window[i] for i in chunk])
-                        out = self._engine.dream(batch, _seed_for(seed, next(counter)), False)
-                        for j, i in enumerate(chunk):
-                            results[i] = out[j]
-                        if bar is not None:
-                            bar(len(chunk))
+                    keys[i] = (tuple(item.shape), item.dtype, item.device)
+                for chunk in window_batches(keys, batch_size or self._default_batch_size):
+                    batch = torch.stack([window[i] for i in chunk])
+                    out = self._engine.dream(batch, seed_for(seed, next(counter)), False)
+                    for j, i in enumerate(chunk):
+                        results[i] = out[j]
+                    if bar is not None:
+                        bar(len(chunk))
                 yield from results
+
+    def _default_batch_size(self, key: tuple) -> int:
+        """8 on a GPU, 1 on the CPU (``dream_many``'s ``batch_size=None``), for a (shape, dtype, device) key."""
+        return 8 if (self.options.device or key[2]).type == "cuda" else 1
 
     def stream(
         self,
@@ -237,7 +234,7 @@ class Dreamer:
                 source = frame
                 if previous is not None and blend > 0:
                     source = torch.lerp(to_float01(frame), to_float01(previous), blend).clamp_(0, 1)
-                out = self._engine.dream(source, _seed_for(seed, k), False)
+                out = self._engine.dream(source, seed_for(seed, k), False)
                 out = to_dtype_like(out, frame.dtype) if out.dtype != frame.dtype else out
                 previous = out
                 if bar is not None:

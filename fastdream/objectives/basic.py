@@ -18,7 +18,6 @@ from ..options import OptionError, OptionTypeError
 if TYPE_CHECKING:
     from .compose import Context, ObjectivePlan
 
-Objective = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
 PerLayer = Callable[[torch.Tensor], torch.Tensor]
 Terms = List[Tuple[str, float, PerLayer]]
 """``(layer, weight, per_layer)`` terms, what :func:`weighted_sum` adds up."""
