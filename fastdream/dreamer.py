@@ -3,8 +3,8 @@
 Data flow (DESIGN.md §2): check the arguments → image to float32 [B, 3, H, W] on the compute device
 → octave sizes and per-octave shift tables (host, from the seed) → for each octave, resize-add the
 carried detail and run the iterations (``step.Stepper``) → back to the caller's dtype, shape and
-device. The model is loaded, frozen, BatchNorm-folded (built-in models) and truncated at the
-deepest requested layer once per Dreamer and device.
+device. The model is loaded (built-in models: frozen), then prepared (BatchNorm folded, truncated
+at the deepest requested layer, ``models/prepare.py``) once per Dreamer and device.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .guides import CHANNEL_MODES, channel_objective, class_indices, class_objective, guided_objective
 from .guides import imagenet_categories, select_channels
 from .models.layers import LayerTap, resolve_layers
-from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
+from .models.prepare import freeze, prepare_for_dreaming
 from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
 from .objectives import OBJECTIVES, layer_terms, weighted_sum
 from .octaves import octave_sizes, shift_table
@@ -280,9 +280,6 @@ class Dreamer:
             self.classes = dict(zip(indices, class_weights.values()))
         self._tapped = list(self.layers) + ([self.spec.logits_layer] if self.classes else [])
         self.objective = self._static_objective()
-        if self._user_model is None:
-            fold_batchnorm(self._base_model, keep=self._tapped)
-            enable_inplace_activations(self._base_model, keep=self._tapped)
         self._prepared: Dict[tuple, _Prepared] = {}
         self._lock = threading.Lock()
 
@@ -341,17 +338,16 @@ class Dreamer:
                     f"device: the model's parameters are on {sorted(map(str, where))} but the dream runs on "
                     f"{device}; move the model there or pass device="
                 )
-            model, channels_last = self._user_model, False
+            model = self._user_model
         else:
             model = self._base_model
             if any(p.device != device for p in model.parameters()):
                 model = copy.deepcopy(model).to(device)
-            # channels_last: measured faster for forward+backward on GPUs and on oneDNN CPUs alike
-            # (EfficientNet-Lite0 at 512², fp32, AVX2 EPYC: 100 ms vs 122 ms NCHW, BN folded).
-            channels_last = True
-            model = model.to(memory_format=torch.channels_last)
+        # Built-in and user modules alike: traced, truncated, BN folded, in place, channels_last
+        # (models/prepare.py); a module that does not trace runs as it is.
+        model = prepare_for_dreaming(model, self._tapped)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
-        prepared = _Prepared(model, self._tapped, mean, std, device, dtype, channels_last)
+        prepared = _Prepared(model, self._tapped, mean, std, device, dtype, channels_last=False)
         self._prepared[key] = prepared
         return prepared
 
