@@ -120,8 +120,6 @@ def test_user_module_is_untouched(models):
     model = models("resnet50")
     model.layer1.train()  # mixed flags: each must come back as it was
     model.layer4[0].conv1.weight.requires_grad_(False)
-    calls = []
-    handle = model.layer2.register_forward_hook(lambda *args: calls.append(1))
     before_state = {k: (v, v.clone()) for k, v in model.state_dict(keep_vars=True).items()}
     modes = [m.training for m in model.modules()]
     grads = [p.requires_grad for p in model.parameters()]
@@ -137,15 +135,13 @@ def test_user_module_is_untouched(models):
         assert list(after_state) == list(before_state)
         for k, (tensor, values) in before_state.items():
             assert after_state[k] is tensor and torch.equal(tensor, values), k
-        assert list(model.layer2._forward_hooks) == [handle.id]
-        assert not any(m._forward_hooks for m in model.modules() if m is not model.layer2)
+        assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
         # Parameters are shared, not copied: an unfolded (tapped) convolution reads the user's weight.
         assert prepared.get_submodule("layer2.0.conv1").weight is model.layer2[0].conv1.weight
         shared = {t.data_ptr() for t in list(model.parameters()) + list(model.buffers())}
         own = [t for t in list(prepared.parameters()) + list(prepared.buffers()) if t.data_ptr() not in shared]
         assert own and all(t.dim() in (1, 4) for t in own)  # folded weights and biases only
     finally:
-        handle.remove()
         model.layer1.eval()
         model.layer4[0].conv1.weight.requires_grad_(True)
 
@@ -284,3 +280,16 @@ def test_a_dreamed_convolution_is_not_folded(models):
     batchnorms = [n for n, m in prepared.named_modules() if isinstance(m, nn.BatchNorm2d)]
     assert batchnorms == ["_blocks.3._bn1"]  # 47 other stem / expand / depthwise / project BNs folded
     assert prepared.get_submodule("_blocks.3._depthwise_conv").weight is model._blocks[3]._depthwise_conv.weight
+
+
+def test_a_module_with_hooks_runs_eagerly_so_they_run():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3))
+    calls = []
+    handle = model[1].register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    try:
+        assert prepare_for_dreaming(model, ["2"]) is model
+        LayerTap(prepare_for_dreaming(model, ["2"]), ["2"])(torch.rand(1, 3, 9, 9))
+        assert calls == [(1, 4, 7, 7)]
+    finally:
+        handle.remove()
+    assert isinstance(prepare_for_dreaming(model, ["2"]), fx.GraphModule)

@@ -16,15 +16,17 @@
 
 The result shares the module's parameters (folded weights and biases are the only new tensors) and
 the module itself is never modified. Its forward returns the tapped outputs; use it through
-:class:`fastdream.models.LayerTap`. Where tracing fails (data-dependent control flow …) the module is
-returned as it is, and ``LayerTap`` runs it eagerly and stops after the deepest layer.
+:class:`fastdream.models.LayerTap`. Where tracing fails (data-dependent control flow …) or the
+module has hooks (they must run), the module is returned as it is, and ``LayerTap`` runs it eagerly
+and stops after the deepest layer. Tracing runs the forward once on ``torch.fx`` proxies, in eval
+mode: Python side effects of a forward (appending to a list …) happen then, not at every call.
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import operator
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 import torch.fx as fx
@@ -178,6 +180,8 @@ def prepare_for_dreaming(module: nn.Module, layers: Sequence[str]) -> nn.Module:
     or ``module`` itself when it cannot be traced (then it runs eagerly, as it is).
     """
     taps = list(dict.fromkeys(layers))
+    if _has_hooks(module):
+        return module  # the user's hooks are code that must run, on the module's own calls
     modes = [(m, m.training) for m in module.modules()]
     try:
         module.eval()  # trace the eval branches (GoogLeNet's aux heads, dropout …)
@@ -189,13 +193,16 @@ def prepare_for_dreaming(module: nn.Module, layers: Sequence[str]) -> nn.Module:
             m.training = mode
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` or a submodule has hooks (a graph of hook-free copies would skip them)."""
+    names = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return any(getattr(m, name, None) for m in module.modules() for name in names)
+
+
 def _prepare(module: nn.Module, taps: List[str], top: bool) -> nn.Module:
     graph = _Tracer(set(taps)).trace(module)
     modules = dict(module.named_modules())
-    calls: Dict[str, List[fx.Node]] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls.setdefault(node.target, []).append(node)
+    calls = _module_calls(graph)
     # Taps inside another tapped module are that module's business (it is prepared in turn).
     outer = [t for t in taps if not any(t.startswith(o + ".") for o in taps)]
     if any(t not in calls for t in outer):
@@ -220,11 +227,7 @@ def _prepare(module: nn.Module, taps: List[str], top: bool) -> nn.Module:
                 root[node.target] = _prepare_tapped(sub, inner)
             else:  # hook-free and in eval mode, whatever the module's own flags
                 root[node.target] = _frozen_copy(sub)
-    calls = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls.setdefault(node.target, []).append(node)
-    _fold_batchnorm(graph, root, calls, tapped)
+    _fold_batchnorm(graph, root, _module_calls(graph), tapped)
     _inplace_where_safe(graph, root, tapped)
     convs = (m for r in root.values() if isinstance(r, nn.Module) for m in r.modules())
     if top and any(isinstance(m, nn.Conv2d) for m in convs):
@@ -236,6 +239,15 @@ def _prepare(module: nn.Module, taps: List[str], top: bool) -> nn.Module:
     graph.lint()
     name = f"DreamReady{type(module).__name__}" if top else type(module).__name__
     return fx.GraphModule(root, graph, class_name=name)
+
+
+def _module_calls(graph: fx.Graph) -> Dict[str, List[fx.Node]]:
+    """The ``call_module`` nodes of each module name, in graph order."""
+    calls: Dict[str, List[fx.Node]] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls.setdefault(node.target, []).append(node)
+    return calls
 
 
 def _prepare_tapped(sub: nn.Module, inner: List[str]) -> nn.Module:
