@@ -8,10 +8,12 @@
   user: EfficientNet-Lite0 from ``fastdream.models`` code with the packaged weights loaded into it,
   torchvision's ``resnet50(weights=None)`` (the built-in uses random weights too: same timing).
 
-The three run interleaved, ``repeats`` times each after a warm-up, and the medians are reported:
+The three run interleaved, ``repeats`` times each after a warm-up, at each thread count; medians
+and best runs (``*_min``: the least disturbed by other load on a shared machine) are reported:
 ``user_vs_builtin = user / builtin`` (goal <= 1.1) and ``speedup = eager / user`` (goal >= 1.6).
+Everything runs in float32 (``precision="fp32"``), as the eager loop does.
 
-    python -m benchmarks.any_module                 # JSON to benchmarks/results/any-module-cpu-<date>.json
+    python -m benchmarks.any_module                 # 2 then 1 threads; JSON to benchmarks/results/any-module-cpu-<date>.json
     python -m benchmarks.any_module --quick         # 1 octave × 2 iterations, smaller images
 """
 from __future__ import annotations
@@ -95,10 +97,13 @@ def run_case(name: str, layer: str, size: int, device: torch.device, repeats: in
     }
     for key, values in times.items():
         result[f"{key}_s"] = statistics.median(values)
+        result[f"{key}_min_s"] = min(values)
         result[f"{key}_all_s"] = [round(v, 4) for v in values]
-    result["user_vs_builtin"] = result["user_s"] / result["builtin_s"]
-    result["speedup"] = result["eager_s"] / result["user_s"]
-    result["builtin_speedup"] = result["eager_s"] / result["builtin_s"]
+    for suffix in ("_s", "_min_s"):  # medians, and the best runs (least disturbed by other load)
+        tag = "" if suffix == "_s" else "_min"
+        result[f"user_vs_builtin{tag}"] = result[f"user{suffix}"] / result[f"builtin{suffix}"]
+        result[f"speedup{tag}"] = result[f"eager{suffix}"] / result[f"user{suffix}"]
+        result[f"builtin_speedup{tag}"] = result[f"eager{suffix}"] / result[f"builtin{suffix}"]
     return result
 
 
@@ -106,33 +111,36 @@ def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (CPU)")
+    parser.add_argument("--threads", default="2,1",
+                        help="torch.set_num_threads values (CPU), each a run of every case; default 2,1")
     parser.add_argument("--resnet-size", type=int, default=None, help="ResNet-50's image size (default 384)")
     parser.add_argument("--quick", action="store_true", help="1 octave × 2 iterations at 128², 1 repeat")
     parser.add_argument("--json", help="output file (default: benchmarks/results/any-module-<device>-<date>.json)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
     meta = {
         "device": device_name(device), "torch": torch.__version__, "commit": _commit(),
-        "threads": torch.get_num_threads(), "date": datetime.date.today().isoformat(),
+        "date": datetime.date.today().isoformat(),
     }
     extra = dict(octaves=1, iterations=2) if args.quick else {}
-    print(f"# {meta['device']}  torch {meta['torch']}  threads {meta['threads']}  commit {meta['commit'][:10]}")
-    print(f"{'model':20s} {'layer':11s} {'size':>5s} {'eager':>9s} {'builtin':>9s} {'user':>9s} "
-          f"{'user/builtin':>13s} {'eager/user':>11s}")
+    print(f"# {meta['device']}  torch {meta['torch']}  commit {meta['commit'][:10]}  (medians; best runs in brackets)")
+    print(f"{'model':19s} {'layer':10s} {'size':>4s} {'thr':>3s} {'eager':>15s} {'builtin':>15s} {'user':>15s} "
+          f"{'user/builtin':>13s} {'eager/user':>13s}")
     results = []
-    for name, layer, size in CASES:
-        if name == "resnet50" and args.resnet_size:
-            size = args.resnet_size
-        if args.quick:
-            size = 128
-        r = run_case(name, layer, size, device, 1 if args.quick else args.repeats, **extra)
-        r.update(meta)
-        results.append(r)
-        print(f"{name:20s} {layer:11s} {size:5d} {r['eager_s']:8.3f}s {r['builtin_s']:8.3f}s {r['user_s']:8.3f}s "
-              f"{r['user_vs_builtin']:12.2f}× {r['speedup']:10.2f}×", flush=True)
+    for count in threads:
+        torch.set_num_threads(count)
+        for name, layer, size in CASES:
+            if name == "resnet50" and args.resnet_size:
+                size = args.resnet_size
+            if args.quick:
+                size = 128
+            r = run_case(name, layer, size, device, 1 if args.quick else args.repeats, **extra)
+            r.update(meta, threads=torch.get_num_threads())
+            results.append(r)
+            cells = " ".join(f"{r[k + '_s']:6.2f}s [{r[k + '_min_s']:5.2f}]" for k in ("eager", "builtin", "user"))
+            print(f"{name:19s} {layer:10s} {size:4d} {count:3d} {cells} {r['user_vs_builtin']:5.2f}× "
+                  f"[{r['user_vs_builtin_min']:4.2f}] {r['speedup']:5.2f}× [{r['speedup_min']:4.2f}]", flush=True)
     write_results(results, "any-module", "cpu" if device.type == "cpu" else meta["device"], args.json)
     return 0
 
