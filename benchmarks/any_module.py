@@ -113,6 +113,7 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", default="2,1",
                         help="torch.set_num_threads values (CPU), each a run of every case; default 2,1")
+    parser.add_argument("--models", default=None, help="comma-separated subset of the cases' model names")
     parser.add_argument("--resnet-size", type=int, default=None, help="ResNet-50's image size (default 384)")
     parser.add_argument("--quick", action="store_true", help="1 octave × 2 iterations at 128², 1 repeat")
     parser.add_argument("--json", help="output file (default: benchmarks/results/any-module-<device>-<date>.json)")
@@ -131,6 +132,8 @@ def main(argv: List[str] = None) -> int:
     for count in threads:
         torch.set_num_threads(count)
         for name, layer, size in CASES:
+            if args.models and name not in args.models.split(","):
+                continue
             if name == "resnet50" and args.resnet_size:
                 size = args.resnet_size
             if args.quick:
