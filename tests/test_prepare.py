@@ -70,8 +70,8 @@ CASES = [
     ("resnet50", ["layer3", "layer2.1.bn2", "layer3.0", "layer1.0.relu", "layer1.2.conv3"], 48),
     ("vgg16", ["features.21", "features.22", "features.23"], 48),  # conv4_3, relu4_3, pool4
     ("googlenet", ["inception4c", "inception3a.branch2", "maxpool2"], 48),
-    ("efficientnet_lite0", ["_blocks.10"], 64),
-    ("efficientnet_lite0", ["_blocks.3._bn1", "_conv_stem", "_blocks.9", "_blocks.9._project_conv"], 64),
+    ("efficientnet_lite0", ["_blocks.10"], 48),
+    ("efficientnet_lite0", ["_blocks.3._bn1", "_conv_stem", "_blocks.9", "_blocks.9._project_conv"], 48),
 ]
 
 
