@@ -20,7 +20,7 @@ import itertools
 import secrets
 import threading
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ from ._convert import to_dtype_like, to_float01
 from .colors import keep_colors
 from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .models.layers import LayerTap, resolve_layers
-from .models.prepare import enable_inplace_activations, fold_batchnorm, freeze
+from .models.prepare import freeze, prepare_for_dreaming
 from .models.registry import ModelSpec, get_spec
 from .objectives import Context, Objective, ObjectivePlan, class_indices, compose, imagenet_categories
 from .objectives.compose import first_octave
@@ -72,15 +72,6 @@ def autograd_on():
     return stack
 
 
-def prepare_builtin(model: nn.Module, keep: List[str]) -> nn.Module:
-    """A built-in model made ready and fast to dream at the layers ``keep`` (in place): frozen,
-    BatchNorm folded, activations in place where no kept output changes (``fastdream.models.prepare``)."""
-    freeze(model)
-    fold_batchnorm(model, keep=keep)
-    enable_inplace_activations(model, keep=keep)
-    return model
-
-
 def _floating_dtype(model: nn.Module) -> Optional[torch.dtype]:
     """The dtype of the module's first floating-point parameter or buffer (None if it has none)."""
     tensors = itertools.chain(model.parameters(), model.buffers())
@@ -92,12 +83,11 @@ class Prepared:
     CUDA graphs (``graphs``), the autograd bytes per pixel (``bytes_per_pixel``, measured on first
     tiled use) and ``memo``, what objectives keep per device (the guide's features)."""
 
-    def __init__(self, model: nn.Module, layers, mean, std, device, dtype, channels_last: bool):
+    def __init__(self, model: nn.Module, layers, mean, std, device, dtype):
         self.model = model
         self.tap = LayerTap(model, layers)
         self.device = device
         self.dtype = dtype
-        self.channels_last = channels_last
         model_dtype = _floating_dtype(model)
         # A float64 / float16 / bfloat16 module gets its own dtype; the image and the step stay float32.
         self.input_dtype = model_dtype if model_dtype not in (None, torch.float32) else None
@@ -117,8 +107,6 @@ class Prepared:
             x = torch.addcmul(self.shift, x, self.scale)
         if self.input_dtype is not None:
             x = x.to(self.input_dtype)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         with autocast_context(self.device, self.dtype):
             return self.tap(x)
 
@@ -181,7 +169,7 @@ class Engine:
         self.tapped = self.plan.tapped
         self.objective = compose(ObjectivePlan(self.layers, options.objective, options.channels, self.classes,
                                                self.plan.logits_layer))
-        self.base_model = base if self.user_model is not None else prepare_builtin(base, self.tapped)
+        self.base_model = base if self.user_model is not None else freeze(base)
         self.prepared: Dict[tuple, Prepared] = {}
         self.graph_notice = FallbackNotice()
         self.lock = threading.Lock()
@@ -273,17 +261,16 @@ class Engine:
                 raise OptionError(
                     "{0}: the model's parameters are on {where} but the dream runs on {device}; move the model "
                     "there or pass {0}=", "device", where=sorted(map(str, where)), device=device)
-            model, channels_last = self.user_model, False
+            model = self.user_model
         else:
             model = self.base_model
             if any(p.device != device for p in model.parameters()):
                 model = copy.deepcopy(model).to(device)
-            # channels_last: measured faster for forward+backward on GPUs and on oneDNN CPUs alike
-            # (EfficientNet-Lite0 at 512², fp32, AVX2 EPYC: 100 ms vs 122 ms NCHW, BN folded).
-            channels_last = True
-            model = model.to(memory_format=torch.channels_last)
+        # Built-in and user modules alike: traced, truncated, BN folded, in place, channels_last
+        # (docs/architecture.md, "Models"); a module that does not trace runs as it is.
+        model = prepare_for_dreaming(model, self.tapped)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
-        prepared = Prepared(model, self.tapped, mean, std, device, dtype, channels_last)
+        prepared = Prepared(model, self.tapped, mean, std, device, dtype)
         self.prepared[key] = prepared
         return prepared
 

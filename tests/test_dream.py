@@ -219,8 +219,12 @@ def test_user_module_and_layer_name():
     x = _rand(2, 3, 40, 44)
     out = fastdream.dream(x, model=model, layers="features.1", jitter=0, min_size=16, **FAST)
     assert out.shape == x.shape and not torch.equal(out, x)
-    # The module receives the image in [0, 1] exactly as given (no normalisation) ...
-    torch.testing.assert_close(model.seen[0], torch.nn.functional.interpolate(x, size=(29, 31), mode="bilinear"))
+    # The module receives the image in [0, 1] exactly as given (no normalisation): the prepared
+    # graph (its forward ran once, traced) computes what the module's own forward computes ...
+    prepared = fastdream.Dreamer(model, "features.1", precision="fp32")._engine.prepare(torch.device("cpu"))
+    v = torch.nn.functional.interpolate(x, size=(29, 31), mode="bilinear")
+    torch.testing.assert_close(prepared.features(v)["features.1"], LayerTap(model, ["features.1"])(v)["features.1"])
+    assert torch.equal(model.seen[-1], v)
     # ... and is left as it was: weights, training mode, no hooks, no gradients.
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert model.training and all(m.training for m in model.modules())

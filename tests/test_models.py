@@ -1,14 +1,12 @@
-"""Model registry, weights, layer names, truncation and BatchNorm folding."""
-import copy
+"""Model registry, weights, layer names and truncation (preparation: tests/test_prepare.py)."""
 import os
 
 import pytest
 import torch
-import torch.nn as nn
 
 import fastdream
 from fastdream.models import LayerTap, get_spec
-from fastdream.models.prepare import fold_batchnorm, freeze
+from fastdream.models.prepare import freeze
 
 DATA = os.path.join(os.path.dirname(fastdream.__file__), "data")
 
@@ -65,46 +63,6 @@ def test_offline_default_model_classifies_real_photos(lite0, path, allowed):
     assert top in allowed
 
 
-def test_batchnorm_folding_keeps_outputs(lite0):
-    folded = copy.deepcopy(lite0)
-    assert fold_batchnorm(folded) == 49  # stem, head, 16 depthwise + 16 project + 15 expand
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
-    x = torch.randn(2, 3, 67, 45, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), lite0(x), rtol=1e-4, atol=1e-4)
-
-
-def test_batchnorm_folding_spares_a_dreamed_conv(lite0):
-    folded = copy.deepcopy(lite0)
-    fold_batchnorm(folded, keep=["_blocks.3._depthwise_conv"])
-    assert isinstance(folded._blocks[3]._bn1, nn.BatchNorm2d)
-    x = torch.rand(1, 3, 40, 40)
-    with torch.no_grad():
-        a = LayerTap(folded, ["_blocks.3._depthwise_conv"])(x)
-        b = LayerTap(lite0, ["_blocks.3._depthwise_conv"])(x)
-    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("name", ["googlenet", "resnet50", "inception_v3"])
-def test_batchnorm_folding_torchvision(name):
-    model = freeze(get_spec(name).build(None))
-    with torch.no_grad():  # non-trivial running statistics, so folding has something to get wrong
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.uniform_(-0.2, 0.2)
-    layer = get_spec(name).default_layer
-    folded = copy.deepcopy(model)
-    assert fold_batchnorm(folded) > 0
-    x = torch.rand(1, 3, 80, 96)
-    with torch.no_grad():
-        ref = LayerTap(model, [layer])(x)[layer]
-        out = LayerTap(folded, [layer])(x)[layer]
-    torch.testing.assert_close(out, ref, rtol=1e-3, atol=1e-3 * float(ref.abs().max()))
-
-
 def test_layer_tap_stops_after_deepest_layer(lite0):
     ran = []
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: ran.append(n)) for n, m in lite0._blocks.named_children()]
@@ -156,30 +114,3 @@ def test_offline_torchvision_weights_give_clear_error(monkeypatch, tmp_path):
     monkeypatch.setattr(api, "load_state_dict_from_url", offline)
     with pytest.raises(fastdream.WeightsUnavailableError, match=r"checkpoints.*weights='path/to/file.pth'"):
         get_spec("alexnet").build("default")
-
-
-@pytest.mark.parametrize("name,layers", [
-    ("efficientnet_lite0", ["_blocks.9"]),
-    ("efficientnet_lite0", ["_blocks.3._bn1", "_conv_stem"]),  # pre-activation outputs kept
-    ("vgg16", ["features.21", "features.23"]),                   # conv4_3 (before its ReLU), pool4
-    ("resnet50", ["layer2.1.bn2", "layer3"]),
-    ("alexnet", ["features.3"]),
-])
-def test_inplace_activations_change_nothing(name, layers):
-    from fastdream.models.prepare import enable_inplace_activations
-
-    spec = get_spec(name)
-    plain = freeze(spec.build("default" if name == "efficientnet_lite0" else None))
-    fast = copy.deepcopy(plain)
-    assert enable_inplace_activations(fast, keep=layers) > 0
-    x = torch.rand(1, 3, 67, 71, generator=torch.Generator().manual_seed(0))
-    grads, acts = [], []
-    for model in (plain, fast):
-        v = x.clone().requires_grad_(True)
-        out = LayerTap(model, layers)(v)
-        loss = sum(0.5 * (a * a).sum() for a in out.values())
-        grads.append(torch.autograd.grad(loss, v)[0])
-        acts.append({k: a.detach() for k, a in out.items()})
-    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
-    for k in layers:
-        torch.testing.assert_close(acts[1][k], acts[0][k], rtol=0, atol=0)

