@@ -52,7 +52,7 @@ class Dreamer:
             modules of yours).
         device: where to compute (``None``: the image's device); the result is returned on the
             image's device.
-        precision: ``"auto"`` (bf16/fp16 autocast where the hardware runs it fast, else fp32),
+        precision: ``"auto"`` (bf16 autocast on CUDA GPUs, fp16 where bf16 is missing; fp32 on CPUs),
             ``"fp32"``, ``"bf16"`` or ``"fp16"``; the image and the step stay float32.
         seed: default seed of the jitter shifts (``None``: fresh randomness per call).
         progress: default for showing a tqdm bar over octaves × iterations.

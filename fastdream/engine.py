@@ -52,15 +52,8 @@ def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dt
         return torch.float16
     if device.type == "cuda":  # auto
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_fast_bf16() else None
-
-
-def _cpu_has_fast_bf16() -> bool:
-    """bf16 pays off on the CPU only with native bf16 arithmetic (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    # auto on the CPU: fp32 (docs/architecture.md, "Where the design changed, and why")
+    return None
 
 
 def autograd_on():

@@ -522,7 +522,7 @@ class Options:
     device: Any = option(None, check_device, "cpu, cuda or cuda:N", group="hardware",
                          shown="cpu")
     precision: str = option("auto", lambda n, v: check_choice(n, v, PRECISIONS),
-                            "model arithmetic; auto = bf16/fp16 where the hardware is fast at it", group="hardware",
+                            "model arithmetic; auto = bf16 (fp16 where bf16 is missing) on CUDA GPUs, fp32 on CPUs", group="hardware",
                             choices=PRECISIONS)
     normalize: Any = option(None, check_normalize, "(mean, std) applied to the [0, 1] image before the model")
     progress: bool = option(False, check_bool, "show a progress bar")

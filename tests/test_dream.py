@@ -374,3 +374,12 @@ def test_reduced_precision_looks_like_fp32(photo, precision):
     gain_ref = energy("efficientnet_lite0", "_blocks.9", ref) / energy("efficientnet_lite0", "_blocks.9", x)
     gain_low = energy("efficientnet_lite0", "_blocks.9", low) / energy("efficientnet_lite0", "_blocks.9", x)
     assert abs(gain_low / gain_ref - 1) < 0.1
+
+
+def test_auto_precision_is_fp32_on_the_cpu():
+    # bf16 autocast measured no faster on CPUs, even with native AVX512-BF16 (docs/architecture.md)
+    from fastdream.engine import resolve_precision
+
+    assert resolve_precision("auto", torch.device("cpu")) is None
+    assert resolve_precision("bf16", torch.device("cpu")) is torch.bfloat16
+    assert resolve_precision("fp16", torch.device("cpu")) is torch.float16
