@@ -25,3 +25,19 @@ def to_dtype_like(image01: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype == torch.uint8:
         return image01.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return image01.to(dtype)
+
+
+def to_uint8(image: torch.Tensor, what: str, noun: str = "image") -> torch.Tensor:
+    """A uint8 copy on the CPU of a uint8 image, or of a float one in [0, 1] (clamped to [0, 1], ×255,
+    rounded half to even: 0.999 → 255, not 254; float64 computed in float64). For files: a NaN
+    raises ``ValueError``, another dtype ``TypeError``, each naming ``what`` (the function) and
+    calling the tensor ``noun``."""
+    pixels = image.detach().to("cpu")
+    if pixels.dtype == torch.uint8:
+        return pixels.clone()
+    if not pixels.is_floating_point():
+        raise TypeError(f"{what}: {noun} must be uint8 (0..255) or a floating dtype (0..1), got {pixels.dtype}")
+    work = pixels.to(torch.float64 if pixels.dtype == torch.float64 else torch.float32)
+    if torch.isnan(work).any():
+        raise ValueError(f"{what}: {noun} contains NaN values")
+    return work.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

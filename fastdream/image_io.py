@@ -177,21 +177,9 @@ def _to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
         )
     if image.shape[1] == 0 or image.shape[2] == 0:
         raise ValueError(f"save_image: image is empty, shape {list(image.shape)}")
-    # Out-of-place from here on: the caller's tensor is never modified.
-    pixels = image.detach().to("cpu")
-    if pixels.dtype == torch.uint8:
-        pass
-    elif pixels.is_floating_point():
-        work = pixels.to(torch.float64 if pixels.dtype == torch.float64 else torch.float32)
-        if torch.isnan(work).any():
-            raise ValueError("save_image: image contains NaN values")
-        # Round to nearest (ties to even), not truncate: 0.999 -> 255, not 254.
-        pixels = work.clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    else:
-        raise TypeError(
-            "save_image: image must be uint8 (0..255) or a floating dtype (0..1), "
-            f"got {pixels.dtype}"
-        )
+    from ._convert import to_uint8
+
+    pixels = to_uint8(image, "save_image")  # a copy: the caller's tensor is never modified
     return pixels.permute(1, 2, 0).contiguous().numpy().copy()
 
 

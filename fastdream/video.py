@@ -211,12 +211,9 @@ def _to_hwc(frame, func: str) -> np.ndarray:
         raise TypeError(f"{func}: frame must be a torch.Tensor, got {type(frame).__name__}")
     if frame.dim() != 3 or frame.shape[0] != 3 or frame.shape[1] == 0 or frame.shape[2] == 0:
         raise ValueError(f"{func}: frame must have shape Tensor[3, H, W], got {list(frame.shape)}")
-    pixels = frame.detach().to("cpu")
-    if pixels.is_floating_point():
-        pixels = pixels.float().nan_to_num(0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
-    elif pixels.dtype != torch.uint8:
-        raise TypeError(f"{func}: frame must be uint8 (0..255) or floating point (0..1), got {pixels.dtype}")
-    return np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
+    from ._convert import to_uint8
+
+    return np.ascontiguousarray(to_uint8(frame, func, noun="frame").permute(1, 2, 0).numpy())
 
 
 class VideoWriter:
