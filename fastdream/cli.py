@@ -371,6 +371,8 @@ def _cmd_dream(args) -> int:
         raise UsageError("--init applies to --noise only")
     if args.resume and args.overwrite:
         raise UsageError("--resume and --overwrite exclude each other: skip existing outputs or replace them")
+    if args.ray is not None and not args.inputs:
+        raise UsageError(f"--ray dreams INPUT files/folders on a Ray cluster, not {given[0]}")
     if args.noise is not None:
         return _dream_noise(args)
     if args.ray is not None:

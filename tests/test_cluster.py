@@ -121,3 +121,11 @@ def test_without_ray_says_how_to_install(monkeypatch, tmp_path, capsys):
     code = cli.main(["dream", str(tmp_path), "-o", str(tmp_path / "out"), "--ray"])
     assert code == 1
     assert 'pip install "ray[data,serve]' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("source", [["--demo"], ["--noise", "64x64"]])
+def test_ray_needs_inputs(tmp_path, capsys, source):
+    code = cli.main(["dream", *source, "-o", str(tmp_path / "x.png"), "--ray"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"fastdream: error: --ray dreams INPUT files/folders on a Ray cluster, not {source[0]}"
+    assert not any(tmp_path.iterdir())
