@@ -28,10 +28,12 @@ class Dreamer:
 
     Args:
         model: a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking
-            Tensor[B, 3, H, W]. A module of yours is used as it is: never copied, moved or changed
-            (it is put in eval mode only for the duration of a call). Its parameters may be float32,
-            float64, float16 or bfloat16: the model's input is cast to its dtype, the image and the
-            step stay float32.
+            Tensor[B, 3, H, W]. A module of yours is never copied, moved or changed: where torch.fx
+            traces it, the dream runs a graph of it that shares its parameters (BatchNorm folded,
+            truncated at the deepest layer, ``fastdream.models.prepare``), else the module itself,
+            put in eval mode for the duration of a call. Its parameters may be float32, float64,
+            float16 or bfloat16: the model's input is cast to its dtype, the image and the step
+            stay float32.
         layers: layer name(s) to dream at, qualified names from ``named_modules()`` or the model's
             aliases (``fastdream.list_layers(model)``); a ``{name: weight}`` dict weighs several
             layers. ``None``: the model's default layer (required for a module of yours).
