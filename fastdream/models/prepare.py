@@ -327,7 +327,7 @@ def _functionalize(graph: fx.Graph, modules: Dict[str, nn.Module], tapped: Set[f
             node.args = ()
         elif node.op == "call_function" and callable(getattr(torch, node.target.__name__[:-1], None)):
             node.target = getattr(torch, node.target.__name__[:-1])
-        elif node.op == "call_method" and hasattr(torch.Tensor, node.target[:-1]):
+        elif node.op == "call_method" and callable(getattr(torch.Tensor, node.target[:-1], None)):
             node.meta["fd_inplace"] = node.target if node.target == "add_" else None
             node.target = node.target[:-1]
         else:  # no out-of-place twin: overwrite a copy
