@@ -28,6 +28,8 @@ _EXPORTS = {
     "list_layers": ".models",
     "list_models": ".models",
     "IMAGE_SUFFIXES": ".image_io",
+    "decode_image": ".image_io",
+    "encode_image": ".image_io",
     "load_image": ".image_io",
     "sample_image": ".image_io",
     "sample_image_path": ".image_io",
@@ -55,6 +57,7 @@ if TYPE_CHECKING:  # static tools see the real names
     from .cluster import dream_files, dream_folder
     from .dreamer import Dreamer, dream
     from .errors import WeightsUnavailableError
-    from .image_io import IMAGE_SUFFIXES, load_image, sample_image, sample_image_path, save_image
+    from .image_io import IMAGE_SUFFIXES, decode_image, encode_image, load_image, sample_image
+    from .image_io import sample_image_path, save_image
     from .models import DEFAULT_MODEL, default_layer, list_layers, list_models
     from .options import DEFAULT_STEP_SIZE, OptionError, Options

@@ -102,19 +102,9 @@ def plan_batches(
 def _decode(data: bytes, source: str, max_side: Optional[int]):
     """uint8 Tensor[3, H, W] from a file's bytes, exactly as ``fastdream.load_image`` reads the file."""
     from .cli import _limit_side
-    from .image_io import load_image
+    from .image_io import decode_image
 
-    suffix = pathlib.PurePosixPath(source).suffix
-    handle, temp = tempfile.mkstemp(suffix=suffix, prefix=".fastdream-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        try:
-            image = load_image(temp)
-        except ValueError as exc:  # name the input, not the temporary copy
-            raise ValueError(str(exc).replace(repr(temp), repr(source)).replace(temp, source)) from None
-    finally:
-        os.unlink(temp)
+    image = decode_image(data, source)
     return image if max_side is None else _limit_side(image, max_side)
 
 

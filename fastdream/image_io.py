@@ -17,6 +17,7 @@ import atexit
 import contextlib
 import errno
 import importlib.resources
+import io
 import os
 import pathlib
 import warnings
@@ -134,53 +135,89 @@ def load_image(path: PathLike) -> torch.Tensor:
         ValueError: the file is a folder, cannot be decoded, is truncated, or is larger than
             Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
-    import numpy as np
-    import torch
-    from PIL import Image, ImageOps
-
     name = _fspath(path, "load_image")
     if not os.path.exists(name):
         raise FileNotFoundError(errno.ENOENT, "load_image: no such file", name)
     if os.path.isdir(name):
         raise ValueError(f"load_image: {name!r} is a folder, not an image file")
+    return _decode(name, name, "load_image")
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> torch.Tensor:
+    """The image file held in ``data`` (an upload, an object store's bytes) as :func:`load_image`
+    reads a file: ``uint8`` ``Tensor[3, H, W]``, RGB, with the same conversions. ``name`` is what
+    the error messages call it. Raises ``TypeError`` for non-bytes, ``ValueError`` as load_image."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image: data must be bytes, got {type(data).__name__}")
+    return _decode(io.BytesIO(bytes(data)), name, "decode_image")
+
+
+def _decode(source, name: str, func: str) -> torch.Tensor:
+    """Pillow's decode of ``source`` (a path or a file object) with load_image's conversions."""
+    import numpy as np
+    import torch
+    from PIL import Image, ImageOps
+
     try:
         with warnings.catch_warnings():
             # A merely large image (between MAX_IMAGE_PIXELS and twice that) is the user's choice.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(name) as im:
+            with Image.open(source) as im:
                 im.load()
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"load_image: {name!r} is too large to read safely: {exc}") from exc
+        raise ValueError(f"{func}: {name!r} is too large to read safely: {exc}") from exc
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, PermissionError):
             raise
-        raise ValueError(
-            f"load_image: {name!r} is not a readable image ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise ValueError(f"{func}: {name!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
     array = np.array(rgb, dtype=np.uint8)  # copy: [H, W, 3]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    """Checks ``image`` for save_image and returns a uint8 numpy array [H, W, C] (a copy)."""
+def _to_uint8_hwc(image: torch.Tensor, func: str = "save_image") -> np.ndarray:
+    """Checks ``image`` for ``func`` (save_image, encode_image) and returns a uint8 numpy array [H, W, C] (a copy)."""
     import torch
 
     if not isinstance(image, torch.Tensor):
-        raise TypeError(f"save_image: image must be a torch.Tensor, got {type(image).__name__}")
+        raise TypeError(f"{func}: image must be a torch.Tensor, got {type(image).__name__}")
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         hint = " (for a batch of one, pass image[0])" if image.dim() == 4 else ""
         raise ValueError(
-            "save_image: image must have shape Tensor[3, H, W] or Tensor[1, H, W], "
+            f"{func}: image must have shape Tensor[3, H, W] or Tensor[1, H, W], "
             f"got {list(image.shape)}{hint}"
         )
     if image.shape[1] == 0 or image.shape[2] == 0:
-        raise ValueError(f"save_image: image is empty, shape {list(image.shape)}")
+        raise ValueError(f"{func}: image is empty, shape {list(image.shape)}")
     from ._convert import to_uint8
 
-    pixels = to_uint8(image, "save_image")  # a copy: the caller's tensor is never modified
+    pixels = to_uint8(image, func)  # a copy: the caller's tensor is never modified
     return pixels.permute(1, 2, 0).contiguous().numpy().copy()
+
+
+def _encode(array, fmt: str, handle) -> None:
+    """Writes a uint8 [H, W, 1 or 3] array to the file object ``handle`` in Pillow format ``fmt``."""
+    from PIL import Image
+
+    if array.shape[2] == 1:
+        pil = Image.fromarray(array[:, :, 0], mode="L")
+        if fmt not in _GREY_FORMATS:
+            pil = pil.convert("RGB")
+    else:
+        pil = Image.fromarray(array, mode="RGB")
+    pil.save(handle, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+
+
+def encode_image(image: torch.Tensor, suffix: str = ".png") -> bytes:
+    """``image`` as :func:`save_image` would write it to a file with this ``suffix`` (``.png``,
+    ``.jpg`` …), as bytes (an HTTP answer, an object store)."""
+    key = suffix.lower() if suffix.startswith(".") else "." + suffix.lower()
+    if key not in _FORMATS:
+        raise ValueError(f"encode_image: unknown suffix {suffix!r}; supported suffixes: {', '.join(IMAGE_SUFFIXES)}")
+    buffer = io.BytesIO()
+    _encode(_to_uint8_hwc(image, "encode_image"), _FORMATS[key], buffer)
+    return buffer.getvalue()
 
 
 def _format_for(name: str) -> str:
@@ -221,7 +258,6 @@ def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) 
         IsADirectoryError: ``path`` is an existing folder.
         FileExistsError: ``path`` exists and ``overwrite`` is False.
     """
-    from PIL import Image
 
     name = _fspath(path, "save_image")
     fmt = _format_for(name)
@@ -238,17 +274,10 @@ def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) 
     if not overwrite and os.path.lexists(name):
         raise exists_error(name, "save_image")
 
-    if array.shape[2] == 1:
-        pil = Image.fromarray(array[:, :, 0], mode="L")
-        if fmt not in _GREY_FORMATS:
-            pil = pil.convert("RGB")
-    else:
-        pil = Image.fromarray(array, mode="RGB")
-
     fd, temp = open_temp(folder, os.path.basename(name), "save_image")
     try:
         with os.fdopen(fd, "wb") as handle:
-            pil.save(handle, format=fmt, **_SAVE_OPTIONS.get(fmt, {}))
+            _encode(array, fmt, handle)
             handle.flush()
             os.fsync(handle.fileno())
         publish(temp, name, overwrite, "save_image")

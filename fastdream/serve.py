@@ -29,7 +29,6 @@ import asyncio
 import base64
 import binascii
 import collections
-import io
 import json
 import sys
 import time
@@ -78,14 +77,10 @@ def parse_fields(fields: Dict[str, object]) -> Tuple[dict, Optional[int], str]:
 
 
 def encode(image, fmt: str) -> bytes:
-    """uint8 Tensor[3, H, W] -> PNG or JPEG (quality 95, as ``save_image``) bytes."""
-    from PIL import Image
+    """uint8 Tensor[3, H, W] -> PNG or JPEG bytes, as ``save_image`` writes them."""
+    from .image_io import encode_image
 
-    pil = Image.fromarray(image.permute(1, 2, 0).contiguous().numpy())
-    buffer = io.BytesIO()
-    kind = FORMATS[fmt][0]
-    pil.save(buffer, kind, **({"quality": 95} if kind == "JPEG" else {}))
-    return buffer.getvalue()
+    return encode_image(image, "." + fmt)
 
 
 class DreamServer:

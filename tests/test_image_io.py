@@ -425,3 +425,27 @@ def test_loads_what_it_saves_in_every_format(tmp_path, photo):
     Image.fromarray(photo.permute(1, 2, 0).numpy()).save(buffer, format="GIF")
     (tmp_path / "x.gif").write_bytes(buffer.getvalue())
     assert load_image(tmp_path / "x.gif").shape == photo.shape  # reads beyond IMAGE_SUFFIXES
+
+
+# -- bytes: decode_image / encode_image are load_image / save_image without a file -----------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".bmp", ".tif"])
+def test_bytes_are_the_files(tmp_path, suffix):
+    g = torch.Generator().manual_seed(len(suffix))
+    image = torch.rand(3, 23, 31, generator=g)[:, :, 1:]  # float, non-contiguous
+    path = save_image(image, tmp_path / f"a{suffix}")
+    data = image_io.encode_image(image, suffix)
+    assert data == path.read_bytes()
+    assert torch.equal(image_io.decode_image(data, "a"), load_image(path))
+
+
+def test_decode_image_errors_name_the_source():
+    with pytest.raises(ValueError, match=r"decode_image: 'upload\.png' is not a readable image"):
+        image_io.decode_image(b"not an image", "upload.png")
+    with pytest.raises(TypeError, match="decode_image: data must be bytes"):
+        image_io.decode_image("a.png")
+    with pytest.raises(ValueError, match="encode_image: unknown suffix '.gifx'"):
+        image_io.encode_image(torch.rand(3, 4, 4), ".gifx")
+    with pytest.raises(ValueError, match="encode_image: image must have shape"):
+        image_io.encode_image(torch.rand(4, 4), ".png")
