@@ -589,25 +589,12 @@ def _inode(path: pathlib.Path) -> tuple:
 # --- running -----------------------------------------------------------------------------------
 
 
-def _limit_side(image, max_side: int):
-    """Downscales uint8 Tensor[3, H, W] so its long side is at most ``max_side`` (antialiased)."""
-    import torch
-    import torch.nn.functional as F
-
-    height, width = image.shape[-2:]
-    if max(height, width) <= max_side:
-        return image
-    scale = max_side / max(height, width)
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    small = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
-    return small[0].round().clamp(0, 255).to(torch.uint8)
-
-
 def _load_limited(path: pathlib.Path, max_side: Optional[int]):
     from .image_io import load_image
+    from .transforms import limit_side
 
     image = load_image(path)
-    return image if max_side is None else _limit_side(image, max_side)
+    return image if max_side is None else limit_side(image, max_side)
 
 
 def _dreamed(jobs: Sequence[_Job], dreamer, args, per_file_errors):
@@ -770,11 +757,11 @@ def _cmd_zoom(args) -> int:
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
     from ._convert import to_float01
     from .image_io import load_image
-    from .transforms import zoom_transform
+    from .transforms import limit_side, zoom_transform
 
     image = load_image(source)
     if args.max_side is not None:
-        image = _limit_side(image, args.max_side)
+        image = limit_side(image, args.max_side)
     writer = None
     try:
         # On Ctrl-C the writer closes the output with the frames done so far.
@@ -804,6 +791,7 @@ def _cmd_video(args) -> int:
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
     frames, fps, count = read_video(args.input)
     from ._convert import to_float01
+    from .transforms import limit_side
 
     total = count if args.max_frames is None else min(count or args.max_frames, args.max_frames)
 
@@ -812,7 +800,7 @@ def _cmd_video(args) -> int:
             if args.max_frames is not None and index >= args.max_frames:
                 return
             if args.max_side is not None:
-                frame = _limit_side(frame, args.max_side)
+                frame = limit_side(frame, args.max_side)
             yield to_float01(frame)
 
     writer = None

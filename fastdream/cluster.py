@@ -101,11 +101,11 @@ def plan_batches(
 
 def _decode(data: bytes, source: str, max_side: Optional[int]):
     """uint8 Tensor[3, H, W] from a file's bytes, exactly as ``fastdream.load_image`` reads the file."""
-    from .cli import _limit_side
     from .image_io import decode_image
+    from .transforms import limit_side
 
     image = decode_image(data, source)
-    return image if max_side is None else _limit_side(image, max_side)
+    return image if max_side is None else limit_side(image, max_side)
 
 
 def _write(image, dest: str) -> None:

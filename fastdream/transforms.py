@@ -8,7 +8,7 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["zoom_transform", "affine_theta"]
+__all__ = ["zoom_transform", "affine_theta", "limit_side"]
 
 
 def _real(name: str, value) -> float:
@@ -79,3 +79,15 @@ def zoom_transform(
     out = F.grid_sample(batched.to(work), grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     out = out.to(img.dtype)
     return out if img.dim() == 4 else out.squeeze(0)
+
+
+def limit_side(image: torch.Tensor, max_side: int) -> torch.Tensor:
+    """uint8 Tensor[3, H, W] downscaled (bilinear, antialiased, rounded) so that its long side is at
+    most ``max_side`` pixels; the image itself where it is that small already (``--max-side``)."""
+    height, width = image.shape[-2:]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)
+    return small[0].round().clamp(0, 255).to(torch.uint8)

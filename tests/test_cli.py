@@ -443,12 +443,14 @@ def test_help_states_the_api_defaults():
 
 
 def test_limit_side():
+    from fastdream.transforms import limit_side
+
     image = torch.randint(0, 256, (3, 30, 90), dtype=torch.uint8)
-    assert cli._limit_side(image, 90) is image
-    small = cli._limit_side(image, 45)
+    assert limit_side(image, 90) is image
+    small = limit_side(image, 45)
     assert small.shape == (3, 15, 45) and small.dtype == torch.uint8
     flat = torch.full((3, 40, 20), 77, dtype=torch.uint8)
-    assert torch.equal(cli._limit_side(flat, 10), torch.full((3, 10, 5), 77, dtype=torch.uint8))
+    assert torch.equal(limit_side(flat, 10), torch.full((3, 10, 5), 77, dtype=torch.uint8))
 
 
 
