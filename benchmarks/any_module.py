@@ -30,7 +30,7 @@ import torch.nn as nn
 import fastdream
 from fastdream._reference import dream_reference
 from fastdream.models import LayerTap, get_spec
-from fastdream.objectives import build_objective
+from fastdream.objectives import layer_terms, weighted_sum
 from fastdream.octaves import octave_sizes, shift_table
 
 from .e2e import _commit, _sync, device_name
@@ -72,7 +72,7 @@ def run_case(name: str, layer: str, size: int, device: torch.device, repeats: in
     tap = LayerTap(module, [layer])
     mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    objective = build_objective("l2", {layer: 1.0})
+    objective = weighted_sum(layer_terms("l2", {layer: 1.0}))
     sizes = octave_sizes(size, size, octaves, builtin.octave_scale, builtin.min_size)
 
     def eager():
