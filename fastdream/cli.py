@@ -625,9 +625,10 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
     import torch
     from tqdm import tqdm
 
+    from .errors import per_image_errors
     from .image_io import save_image
 
-    per_file_errors = (ValueError, TypeError, OSError, torch.OutOfMemoryError)
+    per_file_errors = per_image_errors()
     done = 0
     bar = tqdm(total=len(jobs), desc="images", unit="img", file=sys.stderr, disable=args.quiet or len(jobs) < 2)
 
@@ -635,7 +636,7 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
         message = _one_line(exc)
         if str(job.source) not in message:
             message = f"{job.source}: {message}"
-        if isinstance(exc, torch.OutOfMemoryError):
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
             message += " (try --max-side, --max-memory" + (" or a smaller --batch-size)" if args.batch_size > 1 else ")")
         tqdm.write(f"{PROG}: error: {message}", file=sys.stderr)
 
@@ -658,7 +659,7 @@ def _run(jobs: Sequence[_Job], dreamer, args) -> int:
             done += 1
             if not args.quiet:
                 tqdm.write(str(job.dest), file=sys.stdout)
-    except torch.OutOfMemoryError as exc:  # a batch too large: it and the rest are not attempted
+    except torch.cuda.OutOfMemoryError as exc:  # a batch too large: it and the rest are not attempted
         report(jobs[seen], exc)
     except KeyboardInterrupt:
         if len(jobs) < 2:

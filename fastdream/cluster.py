@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .batching import WINDOW, seed_for, window_batches
+from .errors import per_image_errors
 
 RAY_INSTALL_HINT = (
     "needs Ray, which is the optional fastdream[ray] extra: from the fastdream checkout run "
@@ -130,11 +131,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _per_file_errors():
-    import torch
-
-    return (ValueError, TypeError, OSError, torch.OutOfMemoryError)
-
 
 def _probe(batch: dict, max_side: Optional[int]) -> dict:
     """Ray Data task: each file's tensor shape after loading, or why it cannot be loaded."""
@@ -144,7 +140,7 @@ def _probe(batch: dict, max_side: Optional[int]) -> dict:
             image = _decode(bytes(data), str(source), max_side)
             shapes.append(list(image.shape))
             errors.append("")
-        except _per_file_errors() as exc:
+        except per_image_errors() as exc:
             shapes.append([0, 0, 0])
             errors.append(_one_line(exc))
     return {"path": batch["path"], "shape": shapes, "error": errors}
@@ -180,7 +176,7 @@ class DreamWorker:
     def __call__(self, batch: dict) -> dict:
         import torch
 
-        errors_of = _per_file_errors()
+        errors_of = per_image_errors()
         rows = list(zip(batch["bytes"], batch["path"], batch["dest"], batch["batch"], batch["seed"]))
         out = {"source": [], "dest": [], "error": []}
 

@@ -5,7 +5,7 @@ naming subcommands instead of Python calls (the command prints it instead of the
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -23,3 +23,11 @@ class UnknownNameError(ValueError):
     def __init__(self, message: str, command_line: Optional[str] = None):
         super().__init__(message)
         self.command_line = command_line
+
+
+def per_image_errors() -> Tuple[type, ...]:
+    """What one image of many may fail with while the others go on (a folder on the command line,
+    a Ray worker): a bad file or value, and running out of memory on it (torch imported here)."""
+    import torch
+
+    return (ValueError, TypeError, OSError, torch.cuda.OutOfMemoryError)
