@@ -34,7 +34,9 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from .cluster import _connect, _decode, _one_line, require_ray
+from .jobs import UsageError, build_dreamer, decode_limited
+from .jobs import one_line as _one_line
+from .ray_support import actor_dreamer_options, actor_resources, connect, require_ray
 
 FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg")}
 REQUEST_OPTIONS = {"octaves": int, "octave_scale": float, "iterations": int, "step_size": float, "jitter": int}
@@ -89,13 +91,7 @@ class DreamServer:
 
     def __init__(self, options: dict, max_upload_bytes: int, max_side: Optional[int] = None,
                  threads: Optional[int] = None):
-        import torch
-
-        if threads is not None:
-            torch.set_num_threads(threads)
-        self.options = dict(options)
-        if self.options.get("device") is None and torch.cuda.is_available():
-            self.options["device"] = "cuda"  # the replica's GPU
+        self.options = actor_dreamer_options(options, threads)
         self.max_upload_bytes = max_upload_bytes
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
@@ -143,7 +139,7 @@ class DreamServer:
             raise ValueError("the request has no image: POST the image file as the body")
         options, seed, fmt = parse_fields(fields)
         dreamer = self._dreamer(options)  # the library's own checks of the options
-        image = _decode(body, "upload", self.max_side)
+        image = decode_limited(body, "upload", self.max_side)
         dreamer.check(image)
         return dreamer, image, seed, fmt
 
@@ -211,18 +207,10 @@ def build_app(
     byte). ``max_batch_size`` requests are batched at most, waiting ``batch_wait_timeout_s`` for
     a batch to fill.
     """
-    require_ray("fastdream.serve")
-    import ray
+    ray = require_ray("fastdream.serve")
     from ray import serve
 
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
-    threads = None
-    if gpus:
-        actor = {"num_gpus": 1}
-    else:
-        import torch
-
-        actor, threads = {"num_cpus": 1}, torch.get_num_threads()
+    actor, threads, gpus = actor_resources(ray)
     server = type("DreamServer", (DreamServer,), {
         "_batched": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
             DreamServer._batched
@@ -238,16 +226,14 @@ def build_app(
     return deployment.bind(options, int(max_upload_mb * 2**20), max_side, threads)
 
 
-def run_cli(args) -> int:
-    """``fastdream serve [--host H] [--port P] [dream options]``: serves until Ctrl-C."""
-    from . import cli
-
+def serve_forever(args, options: dict) -> int:
+    """``fastdream serve [--host H] [--port P] [dream options]``: serves ``Dreamer(**options)``
+    until Ctrl-C (``args``: the command line's flags)."""
     require_ray("fastdream serve")
     if args.seed is not None:
-        raise cli.UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
-    options = cli._dreamer_options(args)
-    cli._build_dreamer(args, {k: v for k, v in options.items() if k != "device"})  # checked before Ray starts
-    ray, started = _connect(args.ray)
+        raise UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
+    build_dreamer(options, here=True)  # checked before Ray starts
+    ray, started = connect(args.ray)
     from ray import serve
 
     try:
