@@ -285,9 +285,9 @@ def _wait_until_served(url: str, timeout: float = 120.0) -> bool:
 
 
 def _quiet_ray_loggers() -> None:
-    """Ray's and Serve's start-up lines for the terminal ("Started Serve", "Connecting to existing
-    Serve app", the token-authentication notice) are not printed: the terminal gets "ready at URL"
-    and errors; Serve's own logs (``/tmp/ray/session_latest/logs/serve``) keep everything."""
+    """The driver's copies of Ray's start-up lines ("Started Serve", "Connecting to existing Serve
+    app", the token-authentication notice) are not printed: the terminal gets "ready at URL" and
+    errors; Serve's own log files (``/tmp/ray/session_latest/logs/serve``) keep theirs."""
     for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
