@@ -1,8 +1,8 @@
 """Every argument rule of the library, once: numbers, sizes, tensors and the caller's image.
 
-    >>> check_real("ops.normalized_step_", "eps", -1.0, at_least=0.0)
+    >>> check_real("zoom_transform", "zoom", -1.0, greater_than=0.0)
     Traceback (most recent call last):
-    ValueError: ops.normalized_step_: eps must be >= 0.0, got -1.0
+    ValueError: zoom_transform: zoom must be > 0.0, got -1.0
 
 A wrong type raises ``TypeError``, a wrong value ``ValueError``; each message names the function,
 the argument and what was expected. The rules themselves (``*_problem``) return what is wrong

@@ -188,13 +188,14 @@ def normalized_step_(
     step_size: float,
     lo: Bound,
     hi: Bound,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """The normalised gradient-ascent step of DeepDream, fused, in place on ``img``.
 
-    ``img[b] = clip(img[b] + step_size / (mean|grad[b]| + eps) * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)``
+    ``img[b] = clip(img[b] + step_size / mean|grad[b]| * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)``
     where the mean runs over image b's own C*H*W gradient values (computed on the device, in double;
     nothing is read back to the host), and ``roll`` undoes the jitter the gradient was taken at.
+    Scale-free like the seed's step: no epsilon, only an all-zero gradient is guarded (that image
+    does not move); see ``_reference.step_scale_ref``.
 
     Args:
         img: float32 Tensor[B, C, H, W], contiguous (NCHW), updated in place.
@@ -207,7 +208,6 @@ def normalized_step_(
         step_size: finite float, the mean absolute change per pixel.
         lo, hi: clip bounds, each a float or 1 or C floats (per-channel: C <= 64), ``lo <= hi``;
             +-inf disables a side.
-        eps: finite float >= 0 added to the mean before dividing.
 
     Returns:
         ``img``.
@@ -225,7 +225,6 @@ def normalized_step_(
                          f"got {describe(grad)}")
     shifts = _check_shifts(op, shifts, batch, device)
     step_size = check_real(f"ops.{op}", "step_size", step_size)
-    eps = check_real(f"ops.{op}", "eps", eps, at_least=0.0)
     lo_values = check_per_channel(f"ops.{op}", "lo", lo, channels, MAX_CHANNELS)
     hi_values = check_per_channel(f"ops.{op}", "hi", hi, channels, MAX_CHANNELS)
     lo_full = lo_values * channels if len(lo_values) == 1 else lo_values
@@ -258,10 +257,10 @@ def normalized_step_(
             img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
             batch=batch, channels=channels, height=height, width=width,
             grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
-            step_size=step_size, eps=eps, lo=lo_values, hi=hi_values, **extra,
+            step_size=step_size, lo=lo_values, hi=hi_values, **extra,
         )
         return img
 
     with torch.no_grad():
-        _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values, eps)
+        _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values)
     return img

@@ -26,7 +26,6 @@ __all__ = ["gaussian_smooth", "laplacian_normalize", "gaussian_kernel_1d"]
 
 Sigmas = Union[float, Sequence[float]]
 
-_RMS_EPS = 1e-10  # the tutorial's floor of a band's RMS (a band of zeros stays zeros)
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)  # the 5-tap pyramid filter, normalised to sum 1 in 2-D
 _GRAD = dict(dims=4, shape="Tensor[B, C, H, W]", floating=True)
 
@@ -172,7 +171,13 @@ def laplacian_normalize(grad: torch.Tensor, levels: int = 4) -> torch.Tensor:
 
 
 def _unit_rms(band: torch.Tensor, batch: int) -> torch.Tensor:
-    """Band Tensor[B·C, 1, h, w] divided by each image's RMS over its C·h·w values."""
+    """Band Tensor[B·C, 1, h, w] divided by each image's RMS over its C·h·w values.
+
+    Scale-free, like the step (docs/architecture.md, "Semantics"): no floor such as the tutorial's
+    1e-10, which left a model with tiny gradients unnormalised; the squares are summed in float64
+    (those of a 1e-22 gradient underflow float32). A band of zeros stays zeros: the RMS is raised
+    to the smallest normal float, which also keeps a subnormal band finite."""
     per_image = band.reshape(batch, -1)
-    rms = per_image.square().mean(dim=1, keepdim=True).sqrt_().clamp_min_(_RMS_EPS)
+    rms = per_image.double().square().mean(dim=1, keepdim=True).sqrt_().to(per_image.dtype)
+    rms = rms.clamp_min_(torch.finfo(per_image.dtype).tiny)
     return (per_image / rms).reshape(band.shape)
