@@ -73,7 +73,6 @@ class DreamIngress:
         return image, overrides, seed, fmt
 
     async def __call__(self, request):
-        from ray.serve.exceptions import BackPressureError
         from starlette.responses import JSONResponse, PlainTextResponse, Response
 
         if request.method == "GET":
@@ -93,8 +92,6 @@ class DreamIngress:
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
-        except BackPressureError:
-            return PlainTextResponse("the server is busy: try again later", status_code=503)
         if status != 200:
             return PlainTextResponse(payload, status_code=status)
         self.served += 1

@@ -8,12 +8,9 @@ and servers").
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import dataclasses
-import email.parser
-import email.policy
 import io
 import json
 import warnings
@@ -133,6 +130,8 @@ def _positive(kind):
 async def read_body(request, limits: Limits) -> bytes:
     """The body of a Starlette ``request``: 413 past ``max_upload_bytes`` (declared, then counted),
     408 when it has not all arrived within ``body_timeout_s``."""
+    import asyncio  # here, like email below: the command line's start-up imports this module
+
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes:
         raise RequestError(413, f"upload of {int(declared)} bytes is over this server's limit of "
@@ -199,6 +198,9 @@ def _json_body(body: bytes) -> Tuple[bytes, Dict[str, Any]]:
 
 
 def _multipart_body(content_type: str, body: bytes) -> Tuple[bytes, Dict[str, Any]]:
+    import email.parser
+    import email.policy
+
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():

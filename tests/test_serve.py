@@ -336,3 +336,46 @@ def test_batches_group_by_size_and_seed():
     broken = dream_requests([(dreamer, torch.full((3, 64, 80), 2.0), None)])
     assert broken == [(False, "dreaming failed: image values must lie in [0, 1] for float images, "
                               "got [2, 2] (uint8 images take [0, 255]; clamp or rescale first)")]
+
+
+def test_ingress_bounds_the_wait_for_the_model():
+    """The ingress without Ray: a stalled body → 408; a model that does not answer within
+    --request-timeout → 503 naming it, and the model's call is cancelled."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from fastdream.serve import DreamIngress
+
+    class Pending:  # a DeploymentResponse that never comes
+        cancelled = False
+
+        def __await__(self):
+            return asyncio.sleep(3600).__await__()
+
+        def cancel(self):
+            Pending.cancelled = True
+
+    class Model:
+        class dream:
+            @staticmethod
+            def remote(item):
+                assert item[1:4] == ({}, 2, "png")
+                return Pending()
+
+    def request(chunks):
+        async def receive():
+            if not chunks:
+                await asyncio.sleep(3600)  # the client stalls
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks) or stall}
+        scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"seed=2", "headers": []}
+        return Request(scope, receive)
+
+    ingress = DreamIngress(Model(), OPTIONS, Limits(request_timeout_s=0.2, body_timeout_s=0.2))
+    stall = True
+    answer = asyncio.run(ingress(request([b"\x89PNG"])))
+    assert answer.status_code == 408 and b"(--body-timeout)" in answer.body
+    stall = False
+    answer = asyncio.run(ingress(request([png(20, 30)])))
+    assert answer.status_code == 503 and b"request time limit of 0.2 s (--request-timeout)" in answer.body
+    assert Pending.cancelled
