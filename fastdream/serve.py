@@ -74,7 +74,6 @@ class DreamIngress:
         return image, overrides, seed, fmt
 
     async def __call__(self, request):
-        from ray.serve.exceptions import BackPressureError
         from starlette.responses import JSONResponse, PlainTextResponse, Response
 
         if request.method == "GET":
@@ -84,7 +83,7 @@ class DreamIngress:
         try:
             body = await read_body(request, self.limits)
             item = await asyncio.to_thread(
-                self._checked, request.headers.get("content-type", ""), body, dict(request.query_params))
+                self._checked, request.headers.get("content-type", ""), body, request.query_params.multi_items())
         except RequestError as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         timeout = self.limits.request_timeout_s
@@ -94,8 +93,6 @@ class DreamIngress:
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
-        except BackPressureError:
-            return PlainTextResponse("the server is busy: try again later", status_code=503)
         if status != 200:
             return PlainTextResponse(payload, status_code=status)
         self.served += 1

@@ -223,8 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve dreams over HTTP with Ray Serve",
-        description="An HTTP endpoint on Ray Serve (needs the [ray] extra): POST image bytes, get the "
-        "dreamed PNG (or ?format=jpeg); same-size requests are batched. Runs until Ctrl-C.",
+        description="An HTTP endpoint on Ray Serve (needs the [ray] extra): POST an image (the raw bytes, a "
+        "multipart 'image' file or base64 JSON), get the dreamed PNG (or ?format=jpeg); same-size requests "
+        "are batched; the limits below bound what one request may cost. Runs until Ctrl-C.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
