@@ -31,7 +31,7 @@ import torch
 from fastdream import backends, ops
 
 ROOT = Path(__file__).resolve().parent.parent
-STEP, LO, HI, EPS = 1e-3, 0.0, 1.0, 1e-8
+STEP, LO, HI = 1e-3, 0.0, 1.0
 SHAPES = {"cuda": [(1, 3, 512, 512), (8, 3, 1024, 1024)], "cpu": [(1, 3, 512, 512), (8, 3, 1024, 1024)]}
 
 
@@ -42,11 +42,11 @@ def eager_jitter(src: torch.Tensor, shifts: Sequence[Sequence[int]]) -> torch.Te
     return torch.stack([torch.roll(src[b], (dy, dx), (-2, -1)) for b, (dy, dx) in enumerate(shifts)])
 
 
-def eager_step(img, grad, shifts, step_size=STEP, lo=LO, hi=HI, eps=EPS) -> torch.Tensor:
+def eager_step(img, grad, shifts, step_size=STEP, lo=LO, hi=HI) -> torch.Tensor:
     g = grad.float()
     mean = g.abs().flatten(1).mean(dim=1).view(-1, 1, 1, 1)
     g = eager_jitter(g, [(-dy, -dx) for dy, dx in shifts])
-    return img.add_(g * (step_size / (mean + eps))).clamp_(lo, hi)
+    return img.add_(g * (step_size / mean)).clamp_(lo, hi)
 
 
 # -------------------------------------------------------------------------------------- timing
@@ -97,7 +97,7 @@ def case_functions(shape, device: torch.device) -> Dict[str, Dict[str, Callable[
             "copy": copy,
         },
         "normalized_step_": {
-            "fused": lambda: ops.normalized_step_(work, grad, shifts, STEP, LO, HI, EPS),
+            "fused": lambda: ops.normalized_step_(work, grad, shifts, STEP, LO, HI),
             "eager": lambda: eager_step(work, grad, host),
             "copy": copy,
         },

@@ -1,16 +1,17 @@
 // CUDA kernels and launcher of ops.normalized_step_:
 //   img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c),
-//   s_b = step_size * (1 / (mean|grad[b]| + eps)).
+//   s_b = step_size / mean|grad[b]| (step_scale.h; 0 for an all-zero gradient).
 //
 // Two launches on the caller's stream, no host synchronisation:
 //  1. abs_sum_kernel, grid (parts, images): each block sums |grad| over a grid-stride slice of its
 //     image in double and writes one partial to workspace[b * parts + blockIdx.x]. An image is C*H*W
 //     contiguous values in both NCHW and NHWC, so this pass ignores the layout and loads 4-wide.
 //  2. step_kernel, grid (blocks_x, images): each block first adds its image's `parts` partials in a
-//     fixed order (deterministic, the same in every block), forms s_b like torch does in float32,
+//     fixed order (deterministic, the same in every block), forms s_b (step_scale.h),
 //     then applies the fused unroll + step + clip, 4-wide on img when W and the pointers allow it.
 #include "cuda_common.cuh"
 #include "kernels.h"
+#include "step_scale.h"
 
 namespace fastdream {
 namespace {
@@ -88,11 +89,7 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams p, int 
     double sum = 0.0;
     for (int k = threadIdx.x; k < parts; k += blockDim.x) sum += p.workspace[b * parts + k];
     sum = block_sum(sum, shared);
-    if (threadIdx.x == 0) {
-      // torch: mean (float32) + eps (float32), then step_size / t == reciprocal(t) * step_size
-      const float mean = static_cast<float>(sum / static_cast<double>(per_image));
-      scale_shared = __fmul_rn(__frcp_rn(__fadd_rn(mean, p.eps)), p.step_size);
-    }
+    if (threadIdx.x == 0) scale_shared = step_scale(sum, per_image, p.step_size);
     __syncthreads();
     const float scale = scale_shared;
     const index_t dy = static_cast<index_t>(cuda::wrap64(p.shifts[2 * b], p.height));

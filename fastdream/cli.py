@@ -257,15 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve dreams over HTTP with Ray Serve",
-        description="An HTTP endpoint on Ray Serve (needs the [ray] extra): POST image bytes, get the "
-        "dreamed PNG (or ?format=jpeg); same-size requests are batched. Runs until Ctrl-C.",
+        description="An HTTP endpoint on Ray Serve (needs the [ray] extra): POST an image (the raw bytes, a "
+        "multipart 'image' file or base64 JSON), get the dreamed PNG (or ?format=jpeg); same-size requests "
+        "are batched; the limits below bound what one request may cost. Runs until Ctrl-C.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    serve.add_argument(
-        "--max-upload-mb", type=_positive_float_type, default=20.0, metavar="MB",
-        help="larger uploads get HTTP 413 (default: 20)",
-    )
     serve.add_argument(
         "--max-batch-size", type=_count_type, default=8, metavar="N",
         help="same-size requests dreamed together, at most N (default: 8)",
@@ -273,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ray", metavar="ADDRESS", help="run on this Ray cluster (default: a local Ray)"
     )
+    from .serve_requests import add_limit_flags
+
+    add_limit_flags(serve)
     _add_dream_options(serve, "serve")
     serve.set_defaults(handler=_cmd_serve)
 

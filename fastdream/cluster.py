@@ -376,7 +376,7 @@ def _dream(ray, sources, dests, options, seed, batch_size, max_side, concurrency
 def _size_check(options: dict):
     """``shape -> message`` ("" when fine): the Dreamer's minimum input size, checked in the driver
     (as ``dream_many`` does before it groups) without building the model."""
-    from .engine import check_min_size
+    from ._checks import check_min_size
     from .models.registry import DEFAULT_MODEL, get_spec
 
     model = options.get("model", DEFAULT_MODEL)

@@ -15,10 +15,11 @@ from . import options as _options
 from ._checks import check_image
 from .batching import WINDOW, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
-from .engine import Engine, progress_bar
+from .engine import Engine
 from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
 from .options import check_seed
 from .prefetch import prefetched
+from .progress import progress_bar
 
 __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]
 
