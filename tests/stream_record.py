@@ -1,11 +1,13 @@
 """The outputs of ``Dreamer.stream`` (no flow) recorded from main's code before optical flow came in
-(commit 807b846), so that ``tests/test_stream_flow.py`` can show ``flow=False`` is byte-identical.
+(main at 9402291, with the scale-free step), so that ``tests/test_flow.py`` can show that
+``flow=False`` is byte-identical to the stream as it was.
 
 The model is per-pixel (``relu(x·scale + shift)`` with fixed random maps): no convolution, whose
 float rounding may change with the torch version or the CPU, so the record holds on every torch the
 project supports; the jitter still matters (the maps are not shift-invariant). One thread: the
-step's per-image mean |g| is reduced per thread. Run ``python -m tests.stream_record`` only to
-record again from a commit whose stream is known good.
+step's per-image mean |g| is reduced per thread. A change of the dream itself (the step, the
+jitter, the conversions) changes the record: run ``python -m tests.stream_record`` on main *before*
+that change, then with it, and check that only the intended change moved the outputs.
 """
 import os
 
