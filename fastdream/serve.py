@@ -82,7 +82,7 @@ class DreamIngress:
         try:
             body = await read_body(request, self.limits)
             item = await asyncio.to_thread(
-                self._checked, request.headers.get("content-type", ""), body, dict(request.query_params))
+                self._checked, request.headers.get("content-type", ""), body, request.query_params.multi_items())
         except RequestError as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         timeout = self.limits.request_timeout_s

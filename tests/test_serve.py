@@ -277,6 +277,8 @@ def test_bodies_raw_json_multipart():
 
     image = png(9, 11)
     assert split_body("image/png", image, {"seed": "1"}) == (image, {"seed": "1"})
+    with pytest.raises(RequestError, match="seed is given twice in the query"):
+        split_body("image/png", image, [("seed", "1"), ("seed", "2")])
     as_json = json.dumps({"image": base64.b64encode(image).decode(), "iterations": 3}).encode()
     assert split_body("application/json; charset=utf-8", as_json, {}) == (image, {"iterations": 3})
     form = requests.Request("POST", "http://x/", files={"upload": ("a.png", image)}, data={"seed": "2"}).prepare()
