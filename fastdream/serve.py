@@ -92,6 +92,9 @@ class DreamIngress:
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
+        except Exception as exc:  # the replica died (Ray restarts it): this request's answer only
+            return PlainTextResponse(f"dreaming failed: the model replica failed ({type(exc).__name__})",
+                                     status_code=500)
         if status != 200:
             return PlainTextResponse(payload, status_code=status)
         self.served += 1

@@ -384,3 +384,12 @@ def test_ingress_bounds_the_wait_for_the_model():
     answer = asyncio.run(ingress(request([png(20, 30)])))
     assert answer.status_code == 503 and b"request time limit of 0.2 s (--request-timeout)" in answer.body
     assert Pending.cancelled
+
+    class Died(Pending):
+        def __await__(self):
+            raise RuntimeError("the actor died")
+            yield
+
+    Model.dream.remote = staticmethod(lambda item: Died())
+    answer = asyncio.run(ingress(request([png(20, 30)])))
+    assert answer.status_code == 500 and answer.body == b"dreaming failed: the model replica failed (RuntimeError)"
