@@ -7,7 +7,7 @@ import sys
 from typing import Optional
 
 from ..batching import seed_for
-from ..jobs import build_dreamer, check_video_output, load_limited
+from ..jobs import UsageError, build_dreamer, check_video_output, load_limited
 from .printing import Interrupted, TilingNote, options_of
 
 
@@ -64,6 +64,12 @@ def video_command(args) -> int:
 
     source = pathlib.Path(args.input)
     check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
+    if args.flow:
+        if args.blend == 0:
+            raise UsageError("--flow moves the previous dreamed frame into the next: it needs --blend > 0, got 0")
+        from ..flow import require_opencv
+
+        require_opencv()  # before anything is read or written
     frames, fps, count = read_video(args.input)
     from .._convert import to_float01
     from ..transforms import limit_side
@@ -84,7 +90,7 @@ def video_command(args) -> int:
             dreamer = build_dreamer(options_of(args))
             tiling = TilingNote(dreamer, args)
             with _frame_bar(args, total) as bar:
-                for dreamed in dreamer.stream(inputs(), blend=args.blend, seed=args.seed, progress=False):
+                for dreamed in dreamer.stream(inputs(), blend=args.blend, flow=args.flow, seed=args.seed, progress=False):
                     tiling()
                     writer.write(dreamed)
                     bar.update()

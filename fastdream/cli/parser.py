@@ -136,6 +136,7 @@ examples:
   fastdream zoom photo.jpg -o zoom.mp4 --frames 100 --zoom 1.05 --rotate 1.5
   fastdream zoom photo.jpg -o frames/ --frames 30 --translate 2,0 --max-side 400
   fastdream video clip.mp4 -o dream.mp4 --blend 0.5 --max-frames 50
+  fastdream video clip.mp4 -o dream.mp4 --blend 0.7 --flow
 """
 
 def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -281,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--blend", type=_blend_type, default=0.5, metavar="B",
         help="share of the previous dreamed frame in the next input, in [0, 1) (default: 0.5)",
+    )
+    video.add_argument(
+        "--flow", action="store_true",
+        help="move the previous dreamed detail along the optical flow into the next frame before blending, "
+        "where the flow is reliable (no ghosting; scene cuts start afresh); needs OpenCV, the [video] extra",
     )
     video.add_argument("--max-frames", type=_count_type, metavar="N", help="dream only the first N frames")
     video.add_argument(
