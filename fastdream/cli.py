@@ -168,6 +168,7 @@ examples:
   fastdream zoom photo.jpg -o zoom.mp4 --frames 100 --zoom 1.05 --rotate 1.5
   fastdream zoom photo.jpg -o frames/ --frames 30 --translate 2,0 --max-side 400
   fastdream video clip.mp4 -o dream.mp4 --blend 0.5 --max-frames 50
+  fastdream video clip.mp4 -o dream.mp4 --blend 0.7 --flow
 """
 
 def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
@@ -316,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--blend", type=_blend_type, default=0.5, metavar="B",
         help="share of the previous dreamed frame in the next input, in [0, 1) (default: 0.5)",
+    )
+    video.add_argument(
+        "--flow", action="store_true",
+        help="move the previous dreamed detail along the optical flow into the next frame before blending, "
+        "where the flow is reliable (no ghosting; scene cuts start afresh); needs OpenCV, the [video] extra",
     )
     video.add_argument("--max-frames", type=_count_type, metavar="N", help="dream only the first N frames")
     video.add_argument(
@@ -790,6 +796,12 @@ def _cmd_video(args) -> int:
 
     source = pathlib.Path(args.input)
     _check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
+    if args.flow:
+        if args.blend == 0:
+            raise UsageError("--flow moves the previous dreamed frame into the next: it needs --blend > 0, got 0")
+        from .flow import require_opencv
+
+        require_opencv()  # before anything is read or written
     frames, fps, count = read_video(args.input)
     from ._convert import to_float01
     from .transforms import limit_side
@@ -810,7 +822,7 @@ def _cmd_video(args) -> int:
             dreamer = _build_dreamer(args)
             tiling = _TilingNote(dreamer, args)
             with _frame_bar(args, total) as bar:
-                for dreamed in dreamer.stream(inputs(), blend=args.blend, seed=args.seed, progress=False):
+                for dreamed in dreamer.stream(inputs(), blend=args.blend, flow=args.flow, seed=args.seed, progress=False):
                     tiling()
                     writer.write(dreamed)
                     bar.update()

@@ -9,7 +9,8 @@
 dreamed image, ``image/png`` (``format=jpeg``: JPEG). Per-request fields, in the query, the form
 or the JSON: ``format`` and the options of the ``algorithm`` group (``seed``, ``octaves``,
 ``octave_scale``, ``iterations``, ``step_size``, ``jitter``, ``min_size``); the server's flags
-fix everything else (model, layers, ...). ``GET /`` answers ``{"status": "ok", ...}``.
+fix everything else (model, layers, ...). ``GET /`` answers ``{"status": "ok", "fields": [...],
+"limits": {...}, ...}``.
 
 Two deployments. The ingress (``DreamIngress``, no CPU reserved, many requests at once) reads
 each body within ``--body-timeout`` (408 past it), parses and checks the fields (400), the upload
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import errno
 import logging
 import socket
@@ -41,7 +43,8 @@ from typing import List, Optional, Tuple
 
 from .batching import window_batches
 from .cluster import _connect, _decode, require_ray
-from .serve_requests import FORMATS, Limits, RequestError, check_pixels, one_line, parse_fields, read_body, split_body
+from .serve_requests import (FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, one_line, parse_fields,
+                             read_body, split_body)
 
 _KEPT_DREAMERS = 4
 _TEXT = "text/plain; charset=utf-8"
@@ -76,13 +79,14 @@ class DreamIngress:
         from starlette.responses import JSONResponse, PlainTextResponse, Response
 
         if request.method == "GET":
-            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options)})
+            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options),
+                                 "fields": list(FIELD_NAMES), "limits": dataclasses.asdict(self.limits)})
         if request.method != "POST":
             return PlainTextResponse("POST an image file (GET for the status)", status_code=405)
         try:
             body = await read_body(request, self.limits)
             item = await asyncio.to_thread(
-                self._checked, request.headers.get("content-type", ""), body, dict(request.query_params))
+                self._checked, request.headers.get("content-type", ""), body, request.query_params.multi_items())
         except RequestError as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         timeout = self.limits.request_timeout_s
@@ -92,6 +96,9 @@ class DreamIngress:
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
+        except Exception as exc:  # the replica died (Ray restarts it): this request's answer only
+            return PlainTextResponse(f"dreaming failed: the model replica failed ({type(exc).__name__})",
+                                     status_code=500)
         if status != 200:
             return PlainTextResponse(payload, status_code=status)
         self.served += 1

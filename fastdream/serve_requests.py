@@ -15,7 +15,7 @@ import io
 import json
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import options as options_schema
 
@@ -154,12 +154,18 @@ async def read_body(request, limits: Limits) -> bytes:
                                 f"({_FLAGS['body_timeout_s']})") from None
 
 
-def split_body(content_type: str, body: bytes, query: Mapping[str, str]) -> Tuple[bytes, Dict[str, Any]]:
-    """``(image bytes, fields)`` of a request: the raw body with the query's fields, a JSON object
-    ``{"image": "<base64>", field: value, ...}``, or a multipart form with an ``image`` file part
-    and text fields. RequestError 400 naming what is wrong."""
+def split_body(content_type: str, body: bytes, query: Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+               ) -> Tuple[bytes, Dict[str, Any]]:
+    """``(image bytes, fields)`` of a request: the raw body with the query's fields (a mapping or
+    ``(name, value)`` pairs), a JSON object ``{"image": "<base64>", field: value, ...}``, or a
+    multipart form with an ``image`` file part and text fields. RequestError 400 naming what is
+    wrong (a field given twice included)."""
     kind = content_type.split(";")[0].strip().lower()
-    fields: Dict[str, Any] = dict(query)
+    fields: Dict[str, Any] = {}
+    for name, value in (query.items() if isinstance(query, Mapping) else query):
+        if name in fields:
+            raise RequestError(400, f"{name} is given twice in the query")
+        fields[name] = value
     if kind == "application/json":
         image, sent = _json_body(body)
     elif kind == "multipart/form-data":

@@ -43,3 +43,22 @@ def ray_local():
         serve.shutdown()
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def hide_import(monkeypatch):
+    """``hide_import("cv2")``: importing that top-level module raises ``ImportError`` for the rest
+    of the test, as where an optional package is not installed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def hide(module: str) -> None:
+        def fake(name, *args, **kwargs):
+            if name == module or name.startswith(module + "."):
+                raise ImportError(f"No module named {module!r}")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", fake)
+
+    return hide

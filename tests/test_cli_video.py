@@ -142,3 +142,34 @@ def test_video_matches_the_blend_loop_it_replaced(capsys, tmp_path):
         expected = previous.mul(255).round().clamp(0, 255).to(torch.uint8)
         got = load_image(out / f"frame_{k:06d}.png")
         assert (got.int() - expected.int()).abs().max() <= 1, k  # lerp vs mul-add: float rounding only
+
+
+def test_video_flow_flag(capsys, tmp_path):
+    """``--flow`` is in the help and reaches ``Dreamer.stream(flow=True)``: the same frames as the API."""
+    pytest.importorskip("cv2")
+    code = cli.main(["video", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert code == 0 and "--flow" in help_text and "optical flow" in help_text and "[video] extra" in help_text
+    import fastdream
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_clip(f"{source}/", frames=3)
+    code, _, err = run(capsys, "video", source, "-o", f"{out}/", "--blend", "0.5", "--flow", *FAST)
+    assert code == 0, err
+    frames, _, _ = frames_of(f"{source}/")
+    dreamer = fastdream.Dreamer(iterations=1, octaves=1)
+    want = list(dreamer.stream([f.float() / 255 for f in frames], blend=0.5, flow=True, seed=0))
+    for k, expected in enumerate(want):
+        got = load_image(out / f"frame_{k:06d}.png")
+        assert torch.equal(got, expected.mul(255).round().clamp(0, 255).to(torch.uint8)), k
+
+
+def test_video_flow_needs_blend_and_opencv(capsys, tmp_path, hide_import):
+    source = tmp_path / "in"
+    make_clip(f"{source}/", frames=2)
+    code, _, err = run(capsys, "video", source, "-o", tmp_path / "o.gif", "--blend", "0", "--flow", *FAST)
+    assert code == 2 and "--flow moves the previous dreamed frame into the next: it needs --blend > 0" in err
+    hide_import("cv2")
+    code, _, err = run(capsys, "video", source, "-o", tmp_path / "o.gif", "--flow", *FAST)
+    assert code == 1 and "needs OpenCV: pip install 'fastdream[video]'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written

@@ -39,7 +39,7 @@ def interrupt_on(monkeypatch, call):
                 raise KeyboardInterrupt
             return image.float() / 255 if image.dtype == torch.uint8 else image
 
-        def stream(self, frames, *, blend=0.5, seed=None, progress=False):
+        def stream(self, frames, *, blend=0.5, flow=False, seed=None, progress=False):
             for frame in frames:
                 yield self(frame)
 

@@ -130,7 +130,10 @@ def decoded(data: bytes) -> torch.Tensor:
 def test_ready_line_and_no_ray_noise(server):
     assert server.stdout[0] == f"ready at {server.url} (POST an image; Ctrl-C stops)\n"
     with urllib.request.urlopen(server.url, timeout=10) as response:  # served once it says ready
-        assert json.load(response)["status"] == "ok"
+        status = json.load(response)
+    assert status["status"] == "ok" and status["limits"]["max_iterations"] == 5
+    assert status["fields"] == ["octaves", "octave_scale", "iterations", "step_size", "jitter", "min_size", "seed",
+                                "format"]
     noise = server.stderr_path.read_text()
     for line in ("Token authentication", "Connecting to existing Serve app", "Started Serve", "INFO", "ERROR"):
         assert line not in noise
@@ -277,6 +280,8 @@ def test_bodies_raw_json_multipart():
 
     image = png(9, 11)
     assert split_body("image/png", image, {"seed": "1"}) == (image, {"seed": "1"})
+    with pytest.raises(RequestError, match="seed is given twice in the query"):
+        split_body("image/png", image, [("seed", "1"), ("seed", "2")])
     as_json = json.dumps({"image": base64.b64encode(image).decode(), "iterations": 3}).encode()
     assert split_body("application/json; charset=utf-8", as_json, {}) == (image, {"iterations": 3})
     form = requests.Request("POST", "http://x/", files={"upload": ("a.png", image)}, data={"seed": "2"}).prepare()
@@ -382,3 +387,12 @@ def test_ingress_bounds_the_wait_for_the_model():
     answer = asyncio.run(ingress(request([png(20, 30)])))
     assert answer.status_code == 503 and b"request time limit of 0.2 s (--request-timeout)" in answer.body
     assert Pending.cancelled
+
+    class Died(Pending):
+        def __await__(self):
+            raise RuntimeError("the actor died")
+            yield
+
+    Model.dream.remote = staticmethod(lambda item: Died())
+    answer = asyncio.run(ingress(request([png(20, 30)])))
+    assert answer.status_code == 500 and answer.body == b"dreaming failed: the model replica failed (RuntimeError)"
