@@ -144,3 +144,44 @@ def test_ray_needs_inputs(tmp_path, capsys, source):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"fastdream: error: --ray dreams INPUT files/folders on a Ray cluster, not {source[0]}"
     assert not any(tmp_path.iterdir())
+
+
+def test_workers_import_the_drivers_fastdream(ray_local):
+    """The session's Ray was started by fastdream.ray_support.init_ray: its workers import the package
+    it shipped (this process's), not ./fastdream of the working directory (a checkout without _C)."""
+    from fastdream import ray_support
+
+    ray_support.check_workers(ray_local)  # raises WorkerMismatchError where they differ
+    where = ray_local.get(ray_local.remote(num_cpus=0)(ray_support._worker_fastdream).remote())
+    assert tuple(where[:3]) == ray_support.fingerprint()
+    assert pathlib.Path(where[3]).resolve() != (pathlib.Path.cwd() / "fastdream").resolve()
+
+
+# A Ray started by someone else in a source checkout whose fastdream/ lacks the compiled extension
+# (the working directory), the real package on PYTHONPATH: the run stops with one line, nothing dreamed.
+CHECKOUT_SCRIPT = """
+import ray
+from fastdream import cli
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+print("CODE", cli.main(["dream", "in", "-o", "out", "--octaves", "1", "--iterations", "1", "--quiet", "--ray"]))
+"""
+
+
+def test_foreign_workers_stop_the_run(tmp_path):
+    import shutil
+
+    import fastdream
+
+    if not fastdream.backend_info()["extension"]:
+        pytest.skip("without the compiled extension the checkout's workers compute what the driver does")
+    package = pathlib.Path(fastdream.__file__).resolve().parent
+    shutil.copytree(package, tmp_path / "fastdream", ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd", "__pycache__"))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(tmp_path / "in" / "x.png")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", CHECKOUT_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)  # one Ray start: ~30 s here, far more on a loaded machine
+    assert "CODE 1" in result.stdout, result.stdout + result.stderr
+    line = [line for line in result.stderr.splitlines() if line.startswith("fastdream: error:")]
+    assert len(line) == 1 and "Ray's workers import fastdream" in line[0] and "extension does not load" in line[0]
+    assert not any((tmp_path / "out").iterdir())
