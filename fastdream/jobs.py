@@ -282,12 +282,24 @@ def dreamer_options(given: Mapping[str, object], max_side: Optional[int] = None)
             given.pop(spec.name, None)  # passed to each call instead (seed)
     if given.get("channel_count") is not None and given.get("channel_mode") is None:
         raise UsageError(f"{_options.flag('channel_count')} needs {_options.flag('channel_mode')}")
+    check_option_paths(given)
     if isinstance(given.get("guide"), (str, os.PathLike)):
         try:
             given["guide"] = load_limited(pathlib.Path(given["guide"]), max_side)
         except (ValueError, OSError) as exc:
             raise OSError(f"{_options.flag('guide')}: {one_line(exc)}") from None
     return given
+
+
+def check_option_paths(given: Mapping[str, object]) -> None:
+    """FileNotFoundError for a ``guide`` or ``weights`` path that is not a file: answered before
+    torch is imported (the model and the guide are loaded much later)."""
+    for name in ("guide", "weights"):
+        value = given.get(name)
+        if isinstance(value, (str, os.PathLike)) and not (name == "weights" and value == "default"):
+            if not os.path.isfile(value):
+                what = "no such file" if not os.path.exists(value) else "not a file"
+                raise FileNotFoundError(f"{_options.flag(name)}: {what}: {os.fspath(value)}")
 
 
 def build_dreamer(options: Mapping[str, object], *, here: bool = False):

@@ -465,3 +465,14 @@ def test_closed_pipe_is_quiet(monkeypatch, capsys):
         monkeypatch.undo()
         stdout.close()  # fd now points at /dev/null: closing must not raise either
     assert code == 141
+
+
+def test_threads_flag_sets_torch_threads(capsys, tmp_path, one):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        code, _, err = dream(capsys, one, "-o", tmp_path / "x.png", *FAST, "--threads", "1")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1  # set for the dream (and for Ray's CPU actors, which copy it)
+    finally:
+        torch.set_num_threads(before)

@@ -150,6 +150,11 @@ def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
         metavar="N",
         help="first downscale inputs (and --guide) whose long side exceeds N pixels (handy on the CPU)",
     )
+    parser.add_argument(
+        "--threads", type=_count_type, metavar="N",
+        help="torch CPU threads (default: torch's choice). Outputs are reproducible for the same seed, input, "
+        "machine, backend and thread count; on a busy machine fewer threads can be much faster",
+    )
     parser.set_defaults(options_given=())
     groups: Dict[str, object] = {}
     for field in options.fields():
