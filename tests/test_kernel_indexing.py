@@ -160,3 +160,23 @@ def test_abs_sum_grid_stride_partitions_each_image(per_image):
             seen.index_add_(0, i + k, torch.ones_like(i))
         offset += stride
     assert bool((seen == 1).all())
+
+
+def images_per_group(batch, grad_bytes_per_image, l2):
+    fit = (l2 // 2) // grad_bytes_per_image
+    return batch if fit < 1 or fit >= batch else fit
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 8, 33])
+@pytest.mark.parametrize("image_mib", [0.5, 12, 25, 31, 200])
+def test_groups_of_images_partition_the_batch(batch, image_mib):
+    # launch(): pairs of passes over groups that keep their gradients in half of a 60 MiB L2
+    per_image = int(image_mib * 2**20) // 4
+    group = images_per_group(batch, per_image * 4, 60 * 2**20)
+    covered, b0 = [], 0
+    while b0 < batch:
+        size = group if group < batch - b0 else batch - b0
+        assert size * per_image * 4 <= 30 * 2**20 or size == batch  # fits, or a single pair as before
+        covered += range(b0, b0 + size)  # images b0 .. b0 + size - 1, offsets b0 * per_image / 2 * b0 / b0 * parts
+        b0 += group
+    assert covered == list(range(batch))
