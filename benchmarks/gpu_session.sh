@@ -90,7 +90,7 @@ PY
 stage_tests() {
   local suite=/tmp/fastdream-cuda-suite.txt unmarked=/tmp/fastdream-unmarked.txt status=0
   : >"$suite"; : >"$unmarked"
-  run timeout 420 python3 -m pytest -q -p no:cacheprovider -rs -m cuda tests/ 2>&1 | tee "$suite"
+  run timeout 360 python3 -m pytest -q -p no:cacheprovider -rs -m cuda tests/ 2>&1 | tee "$suite"
   [ "${PIPESTATUS[0]}" = 0 ] || status=1
   # the tests that need this GPU build but carry no cuda mark (they check FASTDREAM_BUILD_CUDA=1)
   run timeout 90 python3 -m pytest -q -p no:cacheprovider -rs \

@@ -135,6 +135,16 @@ class _Graph:
     keep: tuple  # what the graph reads by address and must outlive it (the objective)
 
 
+def _out_of_memory(exc: BaseException) -> Optional[BaseException]:
+    """The ``torch.cuda.OutOfMemoryError`` that ``exc`` is or was raised while handling, or None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def weights_signature(model: Optional[nn.Module]) -> tuple:
     """Addresses, dtypes and shapes of a model's parameters and buffers: a graph reads them by
     address, so a model whose tensors moved (``.to()``, replaced parameters) gets a new key."""
@@ -256,11 +266,12 @@ class GraphStepper(Stepper):
                 start = WARMUP
                 try:
                     entry.graph = self._capture(lambda: self.iteration(entry.x, entry.shifts))
-                except torch.cuda.OutOfMemoryError:
-                    # not the key's fault: the engine retries the call in tiles (tiled octaves run
-                    # eagerly); the same shape may capture later, with more memory free
-                    raise
                 except Exception as exc:  # noqa: BLE001 - any other failure to capture means eager
+                    oom = _out_of_memory(exc)
+                    if oom is exc:  # not the key's fault: the engine retries the call in tiles (tiled
+                        raise       # octaves run eagerly); the shape may capture later, with more memory
+                    if oom is not None:  # ending the capture after it raised another error
+                        raise torch.cuda.OutOfMemoryError(str(oom)) from exc
                     reason = f"{type(exc).__name__}: {exc}".strip()
                     self.cache.mark_failed(key, reason)
                     self.notice.warn(reason)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import options as options_schema
+from .jobs import one_line
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 REQUEST_GROUP = "algorithm"
@@ -35,10 +36,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------------ limits

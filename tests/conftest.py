@@ -1,9 +1,18 @@
 """Shared test setup: the ``cuda`` marker skips without a CUDA device, the ``device`` parameter
-(CPU, and CUDA where there is one), and a process that pretends the compiled extension is missing."""
+(CPU, and CUDA where there is one), a process that pretends the compiled extension is missing, one
+local Ray, and ``run`` (the command line in-process; test modules import it: ``from conftest
+import run``)."""
 import pytest
 import torch
 
-from fastdream import _extension, ops
+from fastdream import _extension, cli, ops
+
+
+def run(capsys, *args):
+    """``fastdream ARGS`` in this process -> ``(exit code, stdout, stderr)``."""
+    code = cli.main([*map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def pytest_collection_modifyitems(config, items):

@@ -45,6 +45,8 @@ def test_the_build_is_strict_and_the_tests_stage_runs_the_unmarked_gpu_tests(tmp
     run = commands(log)
     assert "python3 setup.py -q build_ext --inplace" in run
     assert any("-m cuda tests/" in c for c in run)
+    # within one 10-minute call: the build (~1-2 min) and the gate leave this much to the tests
+    assert sum(int(c.split()[1]) for c in run if c.startswith("timeout ")) <= 450
     assert any("test_extension_is_loaded_when_it_was_built" in c for c in run)
     assert list(tmp_path.glob("cuda-tests-no-gpu-*.json"))
     # a log written under $OUT as it goes, nothing copied into the repository on a dry run

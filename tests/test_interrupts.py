@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fastdream
-from fastdream import cli
 from fastdream.image_io import load_image, sample_image_path, save_image
 from fastdream.video import VideoWriter, read_video
+
+from conftest import run
 
 
 @pytest.fixture
@@ -45,12 +46,6 @@ def interrupt_on(monkeypatch, call):
 
     monkeypatch.setattr(fastdream, "Dreamer", Stand)
     return calls
-
-
-def run(capsys, *args):
-    code = cli.main([*map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def last_line(err):
