@@ -43,6 +43,9 @@ COLOR_TOLERANCE = 0.1
 #: benchmark's clips: 0.90–0.98 between frames of one shot, 0.02 across a cut between two photos.
 SCENE_CUT = 0.3
 FLOW_PRESET = "medium"
+#: DIS needs frames at least (short side, long side) pixels: its patches are 8 px (measured on
+#: OpenCV 5.0: 8×12 works, 7×23 and 11×11 do not).
+MIN_SIZE = (8, 12)
 
 
 def require_opencv():
@@ -167,6 +170,15 @@ def grey_uint8(frames: torch.Tensor) -> torch.Tensor:
     return luma.mul(255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
 
 
+def check_flow_size(func: str, size) -> None:
+    """``ValueError`` for a frame of ``size`` (H, W) too small for DIS (:data:`MIN_SIZE`)."""
+    if min(size) < MIN_SIZE[0] or max(size) < MIN_SIZE[1]:
+        raise ValueError(
+            f"{func}: optical flow needs frames of at least {MIN_SIZE[0]} px on the short side and "
+            f"{MIN_SIZE[1]} px on the long side, got {size[0]}×{size[1]}"
+        )
+
+
 def _dis(preset: str = FLOW_PRESET):
     cv2 = require_opencv()
     presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -196,6 +208,7 @@ def estimate_flow(target: torch.Tensor, source: torch.Tensor, *, preset: str = F
             raise TypeError(f"estimate_flow: {name} must be a uint8 Tensor[B, H, W] on the CPU, got {what}")
     if target.shape != source.shape:
         raise ValueError(f"estimate_flow: target and source must have one shape, got {list(target.shape)} and {list(source.shape)}")
+    check_flow_size("estimate_flow", target.shape[-2:])
     dis = _dis_object if _dis_object is not None else _dis(preset)
     flows: List[torch.Tensor] = []
     for t, s in zip(target, source):
@@ -244,6 +257,7 @@ class FlowFeedback:
         """``(input, grey)``: the input to dream for ``frame`` (float32 Tensor[B, C, H, W] in [0, 1]
         on the compute device; ``None``: the frame alone, the first frame or a cut of every image)
         and the frame's grey, for :meth:`dreamed`."""
+        check_flow_size("FlowFeedback", frame.shape[-2:])  # at the first frame, not the second
         grey = grey_uint8(frame)
         if self._grey is None:
             self.reliable_share = self.cut = None

@@ -142,6 +142,13 @@ def test_estimate_flow_follows_the_warp_convention():
         estimate_flow(target[:, 0], grey_uint8(source))
     with pytest.raises(ValueError, match="estimate_flow: target and source must have one shape"):
         estimate_flow(grey_uint8(target)[:, 1:], grey_uint8(source))
+    for h, w in ((11, 11), (7, 40)):
+        tiny = grey_uint8(source)[:, :h, :w]
+        with pytest.raises(ValueError, match=f"estimate_flow: optical flow needs frames of at least 8 px on the short "
+                                             f"side and 12 px on the long side, got {h}×{w}"):
+            estimate_flow(tiny, tiny)
+    small = grey_uint8(source)[:, :8, :12]
+    assert estimate_flow(small, small).shape == (2, 2, 8, 12)
 
 
 def test_grey_uint8_is_bt601_luma():
@@ -187,9 +194,11 @@ def test_feedback_starts_afresh_at_a_scene_cut():
 
 
 @needs_cv2
-def test_feedback_rejects_a_bad_carry():
+def test_feedback_rejects_bad_arguments():
     with pytest.raises(ValueError, match="carry must be 'detail' or 'frame'"):
         FlowFeedback(0.5, carry="dream")
+    with pytest.raises(ValueError, match="FlowFeedback: optical flow needs frames of at least 8 px"):
+        FlowFeedback(0.5).input_for(torch.rand(1, 3, 6, 40))  # refused at the first frame
 
 
 # -- Dreamer.stream(flow=...) ---------------------------------------------------------------------
@@ -280,3 +289,24 @@ def test_missing_opencv_names_the_extra(hide_import, d):
     with pytest.raises(ImportError, match=r"flow=True needs OpenCV: pip install 'fastdream\[video\]'"):
         list(d.stream([torch.rand(3, *stream_record.SIZE)], blend=0.5, flow=True))
     assert len(list(d.stream([torch.rand(3, *stream_record.SIZE)], blend=0.5))) == 1  # without flow, nothing needs it
+
+
+@pytest.mark.cuda
+@needs_cv2
+def test_stream_with_flow_on_cuda():
+    """The warp and the blend on the GPU, the frames where the caller has them."""
+    d = fastdream.Dreamer(octaves=1, iterations=1, device="cuda")
+    frames = pan(3, 40, 48)
+    outs = list(d.stream(frames, blend=0.6, flow=True, seed=4))
+    assert all(o.device.type == "cpu" and o.dtype == torch.uint8 and o.shape == (3, 40, 48) for o in outs)
+    assert torch.equal(outs[0], d(frames[0], seed=4))
+    feedback = FlowFeedback(0.6)
+    for k, frame in enumerate(frames):
+        current = frame[None].cuda().float() / 255
+        source, grey = feedback.input_for(current)
+        dreamed = d(current if source is None else source, seed=4 + k)
+        assert dreamed.device.type == "cuda"
+        feedback.dreamed(current, grey, dreamed)
+        assert torch.equal(outs[k], (dreamed[0] * 255).round().clamp(0, 255).to(torch.uint8).cpu()), k
+    on_gpu = list(d.stream([f.cuda() for f in frames], blend=0.6, flow=True, seed=4))
+    assert all(o.device.type == "cuda" for o in on_gpu)
