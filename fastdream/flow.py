@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FlowFeedback", "estimate_flow", "inside", "consistent", "reliable", "require_opencv", "warp"]
+__all__ = ["DISFlow", "FlowFeedback", "estimate_flow", "inside", "consistent", "reliable", "require_opencv", "warp"]
 
 INSTALL_HINT = "flow=True needs OpenCV: pip install 'fastdream[video]' (or pip install opencv-python-headless)"
 
@@ -179,44 +179,57 @@ def check_flow_size(func: str, size) -> None:
         )
 
 
-def _dis(preset: str = FLOW_PRESET):
-    cv2 = require_opencv()
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-    if preset not in presets:
-        raise ValueError(f"preset must be one of {tuple(presets)}, got {preset!r}")
-    return cv2.DISOpticalFlow_create(presets[preset])
-
-
-def estimate_flow(target: torch.Tensor, source: torch.Tensor, *, preset: str = FLOW_PRESET, _dis_object=None) -> torch.Tensor:
-    """The flow target→source by OpenCV's DIS optical flow on the CPU.
+class DISFlow:
+    """OpenCV's DIS optical flow on the CPU, one estimator kept (and its buffers reused) per stream.
 
     Args:
-        target, source: uint8 Tensor[B, H, W] (grey, e.g. :func:`grey_uint8`) on the CPU.
-        preset: DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
-
-    Returns:
-        float32 Tensor[B, 2, H, W] on the CPU, (dx, dy) in pixels with
-        ``target[y, x] ≈ source[y + dy, x + dx]`` (:func:`warp` ``(source, flow)`` ≈ target).
+        preset: ``"ultrafast"``, ``"fast"`` or ``"medium"`` (the default, see the module docstring).
 
     Raises:
         ImportError: OpenCV is not installed (the message names the ``[video]`` extra).
     """
-    for name, t in (("target", target), ("source", source)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.device.type != "cpu":
-            what = f"{t.dtype} {list(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise TypeError(f"estimate_flow: {name} must be a uint8 Tensor[B, H, W] on the CPU, got {what}")
-    if target.shape != source.shape:
-        raise ValueError(f"estimate_flow: target and source must have one shape, got {list(target.shape)} and {list(source.shape)}")
-    check_flow_size("estimate_flow", target.shape[-2:])
-    dis = _dis_object if _dis_object is not None else _dis(preset)
-    flows: List[torch.Tensor] = []
-    for t, s in zip(target, source):
-        # OpenCV's calc(I0, I1) gives f on I0's grid with I0(p) ≈ I1(p + f(p)): I0 is our target.
-        flows.append(torch.from_numpy(dis.calc(t.contiguous().numpy(), s.contiguous().numpy(), None)))
-    if not flows:
-        return torch.empty(0, 2, *target.shape[1:])
-    return torch.stack(flows).permute(0, 3, 1, 2).contiguous()
+
+    PRESETS = ("ultrafast", "fast", "medium")
+
+    def __init__(self, preset: str = FLOW_PRESET):
+        cv2 = require_opencv()
+        if preset not in self.PRESETS:
+            raise ValueError(f"DISFlow: preset must be one of {self.PRESETS}, got {preset!r}")
+        self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+
+    def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The flow target→source.
+
+        Args:
+            target, source: uint8 Tensor[B, H, W] (grey, e.g. :func:`grey_uint8`) on the CPU, at
+                least :data:`MIN_SIZE`.
+
+        Returns:
+            float32 Tensor[B, 2, H, W] on the CPU, (dx, dy) in pixels with
+            ``target[y, x] ≈ source[y + dy, x + dx]`` (:func:`warp` ``(source, flow)`` ≈ target).
+        """
+        for name, t in (("target", target), ("source", source)):
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.device.type != "cpu":
+                what = f"{t.dtype} {list(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"DISFlow: {name} must be a uint8 Tensor[B, H, W] on the CPU, got {what}")
+        if target.shape != source.shape:
+            raise ValueError(
+                f"DISFlow: target and source must have one shape, got {list(target.shape)} and {list(source.shape)}"
+            )
+        check_flow_size("DISFlow", target.shape[-2:])
+        flows: List[torch.Tensor] = []
+        for t, s in zip(target, source):
+            # OpenCV's calc(I0, I1) gives f on I0's grid with I0(p) ≈ I1(p + f(p)): I0 is our target.
+            flows.append(torch.from_numpy(self._dis.calc(t.contiguous().numpy(), s.contiguous().numpy(), None)))
+        if not flows:
+            return torch.empty(0, 2, *target.shape[1:])
+        return torch.stack(flows).permute(0, 3, 1, 2).contiguous()
+
+
+def estimate_flow(target: torch.Tensor, source: torch.Tensor, *, preset: str = FLOW_PRESET) -> torch.Tensor:
+    """The flow target→source by OpenCV's DIS optical flow on the CPU: ``DISFlow(preset)(target, source)``
+    (see :class:`DISFlow`; keep a ``DISFlow`` to estimate many)."""
+    return DISFlow(preset)(target, source)
 
 
 class FlowFeedback:
@@ -234,7 +247,7 @@ class FlowFeedback:
     Args:
         blend: share of the previous frame's dream, in (0, 1).
         carry: ``"detail"`` or ``"frame"`` (above).
-        preset: the DIS preset (:func:`estimate_flow`).
+        preset: the DIS preset (:class:`DISFlow`).
 
     Raises:
         ImportError: OpenCV is not installed (the message names the ``[video]`` extra).
@@ -243,7 +256,7 @@ class FlowFeedback:
     def __init__(self, blend: float, *, carry: str = "detail", preset: str = FLOW_PRESET):
         if carry not in ("detail", "frame"):
             raise ValueError(f"FlowFeedback: carry must be 'detail' or 'frame', got {carry!r}")
-        self._dis = _dis(preset)
+        self._flow = DISFlow(preset)
         self.blend, self.carry = float(blend), carry
         self._grey: Optional[torch.Tensor] = None
         self._frame: Optional[torch.Tensor] = None
@@ -262,8 +275,8 @@ class FlowFeedback:
         if self._grey is None:
             self.reliable_share = self.cut = None
             return None, grey
-        backward = estimate_flow(grey, self._grey, _dis_object=self._dis).to(frame.device)
-        forward = estimate_flow(self._grey, grey, _dis_object=self._dis).to(frame.device)
+        backward = self._flow(grey, self._grey).to(frame.device)
+        forward = self._flow(self._grey, grey).to(frame.device)
         mask = reliable(frame, self._frame, backward, forward)
         share = mask.float().mean(dim=(1, 2, 3)).cpu()  # one small read per frame, before the dream
         self.reliable_share, self.cut = share, share < SCENE_CUT

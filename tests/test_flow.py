@@ -9,7 +9,7 @@ import torch
 import fastdream
 import stream_record
 from fastdream._reference import warp_ref
-from fastdream.flow import FlowFeedback, consistent, estimate_flow, grey_uint8, inside, reliable, warp
+from fastdream.flow import DISFlow, FlowFeedback, consistent, estimate_flow, grey_uint8, inside, reliable, warp
 
 needs_cv2 = pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="needs OpenCV (the [video] extra; [test] has it)")
 
@@ -137,18 +137,22 @@ def test_estimate_flow_follows_the_warp_convention():
     flow = estimate_flow(grey_uint8(target), grey_uint8(source))
     assert flow.shape == (2, 2, 64, 80) and flow.dtype == torch.float32
     interior = flow[:, :, 8:-8, 8:-8]
+    estimator = DISFlow()  # kept for many frames: the same flows
+    assert torch.equal(estimator(grey_uint8(target), grey_uint8(source)), flow)
     assert (interior[:, 0] - 4).abs().median() < 0.25 and (interior[:, 1] + 2).abs().median() < 0.25
-    with pytest.raises(TypeError, match=r"estimate_flow: target must be a uint8 Tensor\[B, H, W\] on the CPU"):
+    with pytest.raises(TypeError, match=r"DISFlow: target must be a uint8 Tensor\[B, H, W\] on the CPU"):
         estimate_flow(target[:, 0], grey_uint8(source))
-    with pytest.raises(ValueError, match="estimate_flow: target and source must have one shape"):
+    with pytest.raises(ValueError, match="DISFlow: target and source must have one shape"):
         estimate_flow(grey_uint8(target)[:, 1:], grey_uint8(source))
     for h, w in ((11, 11), (7, 40)):
         tiny = grey_uint8(source)[:, :h, :w]
-        with pytest.raises(ValueError, match=f"estimate_flow: optical flow needs frames of at least 8 px on the short "
+        with pytest.raises(ValueError, match=f"DISFlow: optical flow needs frames of at least 8 px on the short "
                                              f"side and 12 px on the long side, got {h}×{w}"):
             estimate_flow(tiny, tiny)
     small = grey_uint8(source)[:, :8, :12]
     assert estimate_flow(small, small).shape == (2, 2, 8, 12)
+    with pytest.raises(ValueError, match=r"DISFlow: preset must be one of \('ultrafast', 'fast', 'medium'\), got 'slow'"):
+        estimate_flow(small, small, preset="slow")
 
 
 def test_grey_uint8_is_bt601_luma():
