@@ -210,7 +210,7 @@ def test_feedback_rejects_bad_arguments():
 
 @pytest.fixture(scope="module")
 def recorded():
-    return torch.load(stream_record.PATH)
+    return torch.load(stream_record.PATH, weights_only=True)
 
 
 @pytest.mark.parametrize("case", sorted(stream_record.CASES))
