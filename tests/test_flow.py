@@ -243,7 +243,9 @@ def test_stream_with_flow_is_the_feedback_loop(d):
     """``stream(flow=True)`` = dream frame 0 alone, then each input from ``FlowFeedback``, frame k
     seeded ``seed + k``; the first frame is exactly the plain call's."""
     frames = pan(3)
+    kept = [f.clone() for f in frames]
     outs = list(d.stream(frames, blend=0.6, flow=True, seed=4))
+    assert all(torch.equal(f, k) for f, k in zip(frames, kept))  # the caller's frames are left as they were
     assert all(o.dtype == torch.uint8 and o.shape == (3, *stream_record.SIZE) for o in outs)
     assert torch.equal(outs[0], d(frames[0], seed=4))
     feedback = FlowFeedback(0.6)
