@@ -201,8 +201,11 @@ def test_feedback_starts_afresh_at_a_scene_cut():
 def test_feedback_rejects_bad_arguments():
     with pytest.raises(ValueError, match="carry must be 'detail' or 'frame'"):
         FlowFeedback(0.5, carry="dream")
-    for blend in (0, 1.0, -0.5, "0.5", True):
-        with pytest.raises(ValueError, match=r"FlowFeedback: blend must be a number in \(0, 1\)"):
+    for blend in (0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"FlowFeedback: blend must be in \(0, 1\)"):
+            FlowFeedback(blend)
+    for blend in ("0.5", True):
+        with pytest.raises(TypeError, match="FlowFeedback: blend must be a real number"):
             FlowFeedback(blend)
     with pytest.raises(ValueError, match="FlowFeedback: optical flow needs frames of at least 8 px"):
         FlowFeedback(0.5).input_for(torch.rand(1, 3, 6, 40))  # refused at the first frame
