@@ -306,11 +306,13 @@ def serve_forever(args, options: dict) -> int:
         app = build_app(options, limits=limits, max_batch_size=args.max_batch_size, max_side=args.max_side)
         serve.run(app, name="fastdream", route_prefix="/")
         url = _url(args.host, args.port, local=True)
-        if not _wait_until_served(url):
+        # Through Ray Client (ray://) this process is off the cluster: no proxy here to ask.
+        if not str(args.ray).startswith("ray://") and not _wait_until_served(url):
             print(f"fastdream: error: the server did not answer at {url}; see Ray's logs "
                   "(/tmp/ray/session_latest/logs/serve)", file=sys.stderr)
             return 1
-        print(f"ready at {_url(args.host, args.port)} (POST an image; Ctrl-C stops)", flush=True)
+        where = " on the cluster's nodes" if str(args.ray).startswith("ray://") else ""
+        print(f"ready at {_url(args.host, args.port)}{where} (POST an image; Ctrl-C stops)", flush=True)
         _wait_for_ctrl_c()
         print("stopping", file=sys.stderr)
         return 0
