@@ -63,7 +63,7 @@ JitterParams jitter_params(uintptr_t src, uintptr_t out, uintptr_t shifts, int64
 
 StepParams step_params(uintptr_t img, uintptr_t grad, uintptr_t shifts, int64_t batch, int64_t channels,
                        int64_t height, int64_t width, int32_t grad_dtype, bool grad_channels_last,
-                       float step_size, float eps, const std::vector<float>& lo, const std::vector<float>& hi,
+                       double step_size, const std::vector<float>& lo, const std::vector<float>& hi,
                        int32_t num_threads) {
   check_shape(batch, channels, height, width);
   check_dtype(grad_dtype, "grad");
@@ -73,7 +73,7 @@ StepParams step_params(uintptr_t img, uintptr_t grad, uintptr_t shifts, int64_t 
   p.shifts = address<const int32_t>(shifts, "shifts");
   p.batch = batch, p.channels = channels, p.height = height, p.width = width;
   p.grad_dtype = grad_dtype, p.grad_channels_last = grad_channels_last ? 1 : 0;
-  p.step_size = step_size, p.eps = eps, p.num_threads = num_threads;
+  p.step_size = step_size, p.num_threads = num_threads;
   const bool lo_pc = fill_channels(lo, channels, p.lo, "lo");
   const bool hi_pc = fill_channels(hi, channels, p.hi, "hi");
   p.bounds_per_channel = (lo_pc || hi_pc) ? 1 : 0;
@@ -91,6 +91,10 @@ PYBIND11_MODULE(_C, m) {
   using namespace fastdream;
   m.doc() = "fastdream compiled kernels (CPU always; CUDA when built with nvcc). Use fastdream.ops, "
             "which checks the arguments; these functions take raw addresses.";
+  // fastdream/_extension.py refuses a module whose API_VERSION is not its own (a stale build in a
+  // source tree whose wrapper calls the kernels differently); bump it with any change of a signature
+  // or of what a kernel computes.
+  m.attr("API_VERSION") = 2;
   m.attr("MAX_CHANNELS") = kMaxChannels;
   m.attr("DTYPE_FLOAT32") = static_cast<int>(kFloat32);
   m.attr("DTYPE_BFLOAT16") = static_cast<int>(kBFloat16);
@@ -110,16 +114,16 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "normalized_step_cpu",
       [](uintptr_t img, uintptr_t grad, uintptr_t shifts, int64_t batch, int64_t channels, int64_t height,
-         int64_t width, int32_t grad_dtype, bool grad_channels_last, float step_size, float eps,
+         int64_t width, int32_t grad_dtype, bool grad_channels_last, double step_size,
          const std::vector<float>& lo, const std::vector<float>& hi, int32_t num_threads) {
         const StepParams p = step_params(img, grad, shifts, batch, channels, height, width, grad_dtype,
-                                         grad_channels_last, step_size, eps, lo, hi, num_threads);
+                                         grad_channels_last, step_size, lo, hi, num_threads);
         py::gil_scoped_release release;
         normalized_step_cpu(p);
       },
       py::arg("img"), py::arg("grad"), py::arg("shifts"), py::arg("batch"), py::arg("channels"),
       py::arg("height"), py::arg("width"), py::arg("grad_dtype"), py::arg("grad_channels_last"),
-      py::arg("step_size"), py::arg("eps"), py::arg("lo"), py::arg("hi"), py::arg("num_threads") = 0);
+      py::arg("step_size"), py::arg("lo"), py::arg("hi"), py::arg("num_threads") = 0);
 
 #ifdef FASTDREAM_WITH_CUDA
   m.def("cuda_compiled", []() { return true; });
@@ -143,10 +147,10 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "normalized_step_cuda",
       [](uintptr_t img, uintptr_t grad, uintptr_t shifts, uintptr_t workspace, int64_t batch, int64_t channels,
-         int64_t height, int64_t width, int32_t grad_dtype, bool grad_channels_last, float step_size, float eps,
+         int64_t height, int64_t width, int32_t grad_dtype, bool grad_channels_last, double step_size,
          const std::vector<float>& lo, const std::vector<float>& hi, uintptr_t stream, int device) {
         StepParams p = step_params(img, grad, shifts, batch, channels, height, width, grad_dtype,
-                                   grad_channels_last, step_size, eps, lo, hi, 0);
+                                   grad_channels_last, step_size, lo, hi, 0);
         p.workspace = address<double>(workspace, "workspace");
         const char* error;
         {
@@ -157,7 +161,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("img"), py::arg("grad"), py::arg("shifts"), py::arg("workspace"), py::arg("batch"),
       py::arg("channels"), py::arg("height"), py::arg("width"), py::arg("grad_dtype"),
-      py::arg("grad_channels_last"), py::arg("step_size"), py::arg("eps"), py::arg("lo"), py::arg("hi"),
+      py::arg("grad_channels_last"), py::arg("step_size"), py::arg("lo"), py::arg("hi"),
       py::arg("stream"), py::arg("device"));
 #else
   m.def("cuda_compiled", []() { return false; });

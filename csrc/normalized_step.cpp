@@ -1,16 +1,17 @@
 // CPU kernel of ops.normalized_step_:
 //   img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c),
-//   s_b = step_size * (1 / (mean|grad[b]| + eps)).
+//   s_b = step_size / mean|grad[b]| (step_scale.h; 0 for an all-zero gradient).
 //
 // Pass 1 sums |grad| per image in double over fixed-size chunks (OpenMP over chunks, then the chunk
 // sums of each image are added in order, so the result does not depend on the thread count).
 // Pass 2 (OpenMP over rows) reads the unrolled gradient as two wrapped row segments and updates img.
-// The float32 arithmetic of s_b and of the update follows the reference (torch) order exactly.
+// s_b is step_scale.h's; the float32 update follows the reference (torch) order exactly.
 #include <cmath>
 #include <vector>
 
 #include "cpu_common.h"
 #include "kernels.h"
+#include "step_scale.h"
 
 namespace fastdream {
 namespace {
@@ -68,11 +69,7 @@ void step(const StepParams& p) {
   std::vector<double> sums(static_cast<size_t>(B));
   abs_sums(grad, B, per_image, threads, sums.data());
   std::vector<float> scale(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    // torch: mean (float32) + eps (float32), then step_size / t == reciprocal(t) * step_size
-    const float mean = static_cast<float>(sums[b] / static_cast<double>(per_image));
-    scale[b] = (1.0f / (mean + p.eps)) * p.step_size;
-  }
+  for (int64_t b = 0; b < B; ++b) scale[static_cast<size_t>(b)] = step_scale(sums[b], per_image, p.step_size);
 
   const bool cl = p.grad_channels_last != 0;
   // NCHW: one task per (b, c, y) row; NHWC: one task per (b, y) row with all channels, so the

@@ -35,7 +35,8 @@ struct JitterParams {
 };
 
 // img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)
-//   s_b = step_size * (1 / (mean|grad[b]| + eps)), all in float32 except the |grad| sum (double).
+//   s_b = step_scale(sum|grad[b]|, C*H*W, step_size) (step_scale.h: step_size / mean|grad[b]| in double,
+//   0 for an all-zero gradient, rounded to float32); the update and the clip in float32.
 // img is float32 contiguous NCHW, updated in place; grad is float32/bfloat16/float16, NCHW
 // contiguous or (grad_channels_last != 0) NHWC contiguous, and does not overlap img.
 struct StepParams {
@@ -48,8 +49,7 @@ struct StepParams {
   int32_t grad_channels_last = 0;
   int32_t bounds_per_channel = 0;  // 0: lo[0], hi[0] for every channel
   int32_t num_threads = 0;         // CPU only
-  float step_size = 0.f;
-  float eps = 0.f;
+  double step_size = 0.0;
   float lo[kMaxChannels] = {};
   float hi[kMaxChannels] = {};
 };

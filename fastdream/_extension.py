@@ -20,6 +20,11 @@ _loaded = False
 _module: Optional[ModuleType] = None
 _error: Optional[str] = None
 
+API_VERSION = 2
+"""The ``API_VERSION`` of ``csrc/bindings.cpp`` this source calls: a module built from older sources
+(an in-place build not redone after a pull) is refused, so the ops fall back, with a warning saying
+so, rather than call kernels whose signature or arithmetic changed."""
+
 BUILD_HINT = (
     "build it with `pip install .` (or `pip install -e .`) from the fastdream source tree: that needs a "
     "C++17 compiler, and nvcc on PATH or in CUDA_HOME for the CUDA kernels"
@@ -36,6 +41,10 @@ def load() -> Optional[ModuleType]:
             try:
                 from fastdream import _C  # noqa: PLC0415 - the point of this module
 
+                built = getattr(_C, "API_VERSION", 1)
+                if built != API_VERSION:
+                    raise ImportError(f"fastdream._C at {_C.__file__} is a stale build (API {built}; these "
+                                      f"sources need API {API_VERSION}): rebuild it")
                 _module, _error = _C, None
             except Exception as error:  # noqa: BLE001 - ImportError, or a broken build's OSError
                 _module, _error = None, f"{type(error).__name__}: {error}"

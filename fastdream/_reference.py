@@ -35,6 +35,28 @@ def _per_channel(bound: Bound, channels: int, like: torch.Tensor) -> torch.Tenso
     return t.view(1, channels, 1, 1)
 
 
+_FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
+def step_scale_ref(grad: torch.Tensor, step_size: float) -> torch.Tensor:
+    """The per-image factor of the step: ``step_size / mean|grad[b]|``, scale-free like the seed's.
+
+    The mean and the division in float64, then rounded to float32 (``csrc/step_scale.h``). No
+    epsilon: the one guard is an all-zero (or NaN) gradient, whose factor is 0, so the image does
+    not move. Saturated at +-float32 max (only a gradient of subnormal floats gets there).
+
+    Args:
+        grad: Tensor[B, ...] of any float dtype.
+        step_size: the mean absolute change per pixel.
+
+    Returns:
+        float32 Tensor[B].
+    """
+    mean = grad.float().abs().flatten(1).sum(dim=1, dtype=torch.float64) / grad[0].numel()
+    scale = torch.where(mean > 0, step_size / mean, torch.zeros_like(mean))
+    return scale.clamp(-_FLOAT32_MAX, _FLOAT32_MAX).float()
+
+
 def normalized_step_ref(
     img: torch.Tensor,
     grad: torch.Tensor,
@@ -42,11 +64,11 @@ def normalized_step_ref(
     step_size: float,
     lo: Bound,
     hi: Bound,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """Twin of ``ops.normalized_step_``: the normalised gradient-ascent step, in place.
 
-    ``img[b] = clip(img[b] + step_size / (mean|grad[b]| + eps) * roll(grad[b], (-dy_b, -dx_b)), lo, hi)``
+    ``img[b] = clip(img[b] + step_size / mean|grad[b]| * roll(grad[b], (-dy_b, -dx_b)), lo, hi)``,
+    with the factor of :func:`step_scale_ref` (0 for an all-zero gradient).
 
     Args:
         img: float32 Tensor[B, C, H, W], updated in place.
@@ -54,15 +76,13 @@ def normalized_step_ref(
         shifts: int Tensor[B, 2], the (dy, dx) the gradient's input was rolled by.
         step_size: the mean absolute change per pixel (image units).
         lo, hi: clip bounds, a float or one per channel.
-        eps: added to the mean before dividing.
 
     Returns:
         ``img``.
     """
-    g = grad.float()
-    mean = g.abs().flatten(1).mean(dim=1).view(-1, 1, 1, 1)
-    g = jitter_ref(g, -shifts.to(torch.int64))
-    img.add_(g * (step_size / (mean + eps)))
+    scale = step_scale_ref(grad, step_size).view(-1, 1, 1, 1)
+    g = jitter_ref(grad.float(), -shifts.to(torch.int64))
+    img.add_(g * scale)
     channels = img.shape[1]
     img.copy_(torch.minimum(torch.maximum(img, _per_channel(lo, channels, img)), _per_channel(hi, channels, img)))
     return img
@@ -85,6 +105,37 @@ def resize_add_ref(img: torch.Tensor, detail: torch.Tensor, size: Sequence[int])
     return base, base + resize_ref(detail, size)
 
 
+def warp_ref(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Twin of ``flow.warp``: bilinear gather at ``p + flow(p)`` in pixel coordinates, in float64.
+
+    Args:
+        image: floating Tensor[B, C, H, W].
+        flow: floating Tensor[B, 2, H, W], (dx, dy) in pixels.
+
+    Returns:
+        Tensor[B, C, H, W] of ``image``'s dtype: ``out[b, :, y, x] = image[b, :, y + dy, x + dx]``
+        interpolated between the four nearest pixels, positions clamped into the frame first.
+    """
+    batch, channels, height, width = image.shape
+    src = image.double().reshape(batch, channels, height * width)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=image.device),
+                            torch.arange(width, dtype=torch.float64, device=image.device), indexing="ij")
+    px = (xs + flow[:, 0].double()).clamp(0, width - 1)
+    py = (ys + flow[:, 1].double()).clamp(0, height - 1)
+    x0, y0 = px.floor(), py.floor()
+    wx, wy = (px - x0)[:, None], (py - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+
+    def at(yy, xx):
+        index = (yy * width + xx).reshape(batch, 1, height * width).expand(-1, channels, -1)
+        return src.gather(2, index).reshape(batch, channels, height, width)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return (top * (1 - wy) + bottom * wy).to(image.dtype)
+
+
 def dream_reference(
     image: torch.Tensor,
     features: Callable[[torch.Tensor], Dict[str, torch.Tensor]],
@@ -94,7 +145,6 @@ def dream_reference(
     step_size: float,
     lo: Bound = 0.0,
     hi: Bound = 1.0,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """The seed algorithm (``docs/architecture.md``, "Semantics") in eager float32 PyTorch.
 
@@ -105,7 +155,7 @@ def dream_reference(
         objective: maps those activations to a scalar loss (summed over the batch).
         sizes: the octave sizes, smallest first; the last is normally (H, W).
         shift_tables: per octave, an int Tensor[iterations, B, 2] of (dy, dx) jitter shifts.
-        step_size, lo, hi, eps: as in :func:`normalized_step_ref`.
+        step_size, lo, hi: as in :func:`normalized_step_ref`.
 
     Returns:
         float32 Tensor[B, 3, H', W'] at the last octave size.
@@ -120,6 +170,6 @@ def dream_reference(
             x_in = jitter_ref(x, shifts).requires_grad_(True)
             loss = objective(features(x_in))
             (g,) = torch.autograd.grad(loss, x_in)
-            normalized_step_ref(x, g, shifts, step_size, lo, hi, eps)
+            normalized_step_ref(x, g, shifts, step_size, lo, hi)
         detail = x - base
     return x

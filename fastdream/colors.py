@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import check_tensor
+
 __all__ = ["keep_colors", "LUMA_WEIGHTS"]
 
 #: BT.601 luma weights of R, G, B.
@@ -42,11 +44,8 @@ def keep_colors(original: torch.Tensor, dreamed: torch.Tensor) -> torch.Tensor:
         ValueError: the shapes differ, are not [B, 3, H, W] / [3, H, W], or the devices differ.
     """
     for name, t in (("original", original), ("dreamed", dreamed)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"keep_colors: {name} must be a torch.Tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"keep_colors: {name} must be a floating-point tensor in [0, 1], got {t.dtype}")
-        if t.dim() not in (3, 4) or t.shape[-3] != 3:
+        check_tensor("keep_colors", name, t, dims=(3, 4), shape="Tensor[B, 3, H, W] or [3, H, W]", floating=True)
+        if t.shape[-3] != 3:
             raise ValueError(f"keep_colors: {name} must have shape Tensor[B, 3, H, W] or [3, H, W], got {list(t.shape)}")
     if original.shape != dreamed.shape:
         raise ValueError(

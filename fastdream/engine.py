@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import ops
+from ._checks import check_min_size
 from ._convert import to_dtype_like, to_float01
 from .colors import keep_colors
 from .graphs import FallbackNotice, GraphCache, GraphStepper
@@ -35,6 +36,7 @@ from .models.registry import ModelSpec, get_spec
 from .objectives import Context, Objective, ObjectivePlan, class_indices, compose, imagenet_categories
 from .objectives.compose import first_octave
 from .octaves import octave_sizes, shift_table
+from .progress import progress_bar
 from .options import OptionError, Options, check_bool, check_int, check_seed
 from .regularizers import gaussian_smooth, laplacian_normalize
 from .resize import resize_add
@@ -373,31 +375,6 @@ class Engine:
 def _largest(tilings: list) -> Optional[Tiling]:
     """The tiling of the largest octave that is tiled (octaves grow), or ``None``: untiled."""
     return next((tiling for tiling in reversed(tilings) if tiling is not None), None)
-
-
-def check_min_size(size, min_input: int, model_name: str) -> None:
-    """ValueError unless an image of ``size = (height, width)`` is at least ``min_input`` px on its
-    short side (what ``model_name`` needs)."""
-    height, width = size
-    if min(height, width) < min_input:
-        raise ValueError(
-            f"image is {height}×{width}; model {model_name!r} needs at least {min_input} px on the short side"
-        )
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, desc: str, unit: str, total: Optional[int] = None, leave: bool = True):
-    """A tqdm bar's ``update`` while the block runs (``None`` when not ``enabled``)."""
-    if not enabled:
-        yield None
-        return
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=desc, unit=unit, leave=leave)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
 
 
 def _wrapped(option: str, fn, *args):

@@ -21,14 +21,13 @@ every message names the op, the argument and what was expected. A CUDA launch er
 """
 from __future__ import annotations
 
-import math
-import numbers
 import warnings
-from typing import List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _extension, _reference
+from . import _extension, _reference, _scratch
+from ._checks import check_per_channel, check_real, check_tensor, describe, type_name
 from .backends import CPU_EXTENSION, CUDA, select_backend
 
 __all__ = ["compiled", "jitter", "normalized_step_"]
@@ -53,72 +52,20 @@ def _shape(t: torch.Tensor) -> str:
     return "[" + ", ".join(str(s) for s in t.shape) + "]"
 
 
-def _describe(t: torch.Tensor) -> str:
-    return f"{_dtype_name(t.dtype)} {_shape(t)} on {t.device}"
-
-
-def _require_tensor(op: str, name: str, value) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"ops.{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    return value
-
-
 def _check_image(op: str, name: str, t, dtypes: Sequence[torch.dtype], expected: str) -> torch.Tensor:
-    t = _require_tensor(op, name, t)
-    if t.dtype not in dtypes:
-        raise TypeError(f"ops.{op}: {name} must be a {expected} Tensor[B, C, H, W], got {_describe(t)}")
-    if t.dim() != 4:
-        raise ValueError(f"ops.{op}: {name} must be a 4-D Tensor[B, C, H, W], got {t.dim()}-D {_describe(t)}")
-    return t
+    return check_tensor(f"ops.{op}", name, t, dims=4, shape="Tensor[B, C, H, W]", dtypes=dtypes, dtype=expected)
 
 
 def _check_shifts(op: str, shifts, batch: int, device: torch.device) -> torch.Tensor:
     expected = f"an int32 tensor of shape [B, 2] = [{batch}, 2] on {device}"
     if not isinstance(shifts, torch.Tensor):
-        raise TypeError(f"ops.{op}: shifts must be {expected}, got {type(shifts).__name__}")
-    got = f"ops.{op}: shifts must be {expected}, got {_describe(shifts)}"
+        raise TypeError(f"ops.{op}: shifts must be {expected}, got {type_name(shifts)}")
+    got = f"ops.{op}: shifts must be {expected}, got {describe(shifts)}"
     if shifts.dtype != torch.int32:
         raise TypeError(got)
     if tuple(shifts.shape) != (batch, 2) or shifts.device != device:
         raise ValueError(got)
     return shifts.contiguous()
-
-
-def _check_real(op: str, name: str, value, minimum: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"ops.{op}: {name} must be a Python float, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"ops.{op}: {name} must be finite, got {value}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"ops.{op}: {name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _per_channel(op: str, name: str, value, channels: int, allow_inf: bool) -> List[float]:
-    """A float or a sequence of 1 or C floats (a CPU tensor too) → a list of 1 or C floats."""
-    expected = f"a float or a sequence of 1 or C = {channels} floats"
-    if isinstance(value, torch.Tensor):
-        if value.device.type != "cpu":
-            raise TypeError(f"ops.{op}: {name} must be {expected} (a CPU tensor at most: reading a "
-                            f"{value.device.type} tensor would synchronise), got a tensor on {value.device}")
-        value = value.detach().flatten().tolist()
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        values = [value]
-    elif isinstance(value, (list, tuple)):
-        values = list(value)
-        if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in values):
-            raise TypeError(f"ops.{op}: {name} must be {expected}, got a sequence with non-numbers")
-    else:
-        raise TypeError(f"ops.{op}: {name} must be {expected}, got {type(value).__name__}")
-    if len(values) not in (1, channels):
-        raise ValueError(f"ops.{op}: {name} must be {expected}, got {len(values)} values")
-    values = [float(v) for v in values]
-    if any(math.isnan(v) or (not allow_inf and math.isinf(v)) for v in values):
-        raise ValueError(f"ops.{op}: {name} must hold {'non-NaN' if allow_inf else 'finite'} values, got {values}")
-    if len(values) > 1 and channels > MAX_CHANNELS:
-        raise ValueError(f"ops.{op}: per-channel {name} supports at most {MAX_CHANNELS} channels, got C = {channels}")
-    return values
 
 
 def _extent(t: torch.Tensor):
@@ -207,13 +154,13 @@ def jitter(src: torch.Tensor, shifts: torch.Tensor, out: Optional[torch.Tensor] 
     if out is None:
         out = torch.empty(tuple(src.shape), dtype=src.dtype, device=device)
     else:
-        out = _require_tensor(op, "out", out)
+        out = check_tensor(f"ops.{op}", "out", out)
         expected = f"a contiguous {_dtype_name(src.dtype)} tensor of shape {_shape(src)} on {device}"
         if out.dtype != src.dtype:
-            raise TypeError(f"ops.{op}: out must be {expected}, got {_describe(out)}")
+            raise TypeError(f"ops.{op}: out must be {expected}, got {describe(out)}")
         if out.shape != src.shape or out.device != device or not out.is_contiguous():
             layout = "" if out.is_contiguous() else "non-contiguous "
-            raise ValueError(f"ops.{op}: out must be {expected}, got {layout}{_describe(out)}")
+            raise ValueError(f"ops.{op}: out must be {expected}, got {layout}{describe(out)}")
         if _overlaps(out, original_src) or _overlaps(out, shifts):
             raise ValueError(f"ops.{op}: out must not overlap src or shifts (the roll cannot run in place)")
 
@@ -241,13 +188,14 @@ def normalized_step_(
     step_size: float,
     lo: Bound,
     hi: Bound,
-    eps: float = 1e-8,
 ) -> torch.Tensor:
     """The normalised gradient-ascent step of DeepDream, fused, in place on ``img``.
 
-    ``img[b] = clip(img[b] + step_size / (mean|grad[b]| + eps) * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)``
+    ``img[b] = clip(img[b] + step_size / mean|grad[b]| * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c)``
     where the mean runs over image b's own C*H*W gradient values (computed on the device, in double;
     nothing is read back to the host), and ``roll`` undoes the jitter the gradient was taken at.
+    Scale-free like the seed's step: no epsilon, only an all-zero gradient is guarded (that image
+    does not move); see ``_reference.step_scale_ref``.
 
     Args:
         img: float32 Tensor[B, C, H, W], contiguous (NCHW), updated in place.
@@ -260,7 +208,6 @@ def normalized_step_(
         step_size: finite float, the mean absolute change per pixel.
         lo, hi: clip bounds, each a float or 1 or C floats (per-channel: C <= 64), ``lo <= hi``;
             +-inf disables a side.
-        eps: finite float >= 0 added to the mean before dividing.
 
     Returns:
         ``img``.
@@ -271,16 +218,15 @@ def normalized_step_(
     device = img.device
     if not img.is_contiguous():
         raise ValueError(f"ops.{op}: img must be contiguous (NCHW): it is updated in place and cannot go "
-                         f"through a copy; got strides {tuple(img.stride())} for {_describe(img)}")
+                         f"through a copy; got strides {tuple(img.stride())} for {describe(img)}")
     grad = _check_image(op, "grad", grad, tuple(_DTYPE_CODES), _FLOAT_DTYPES)
     if grad.shape != img.shape or grad.device != device:
         raise ValueError(f"ops.{op}: grad must have the shape and device of img, {_shape(img)} on {device}, "
-                         f"got {_describe(grad)}")
+                         f"got {describe(grad)}")
     shifts = _check_shifts(op, shifts, batch, device)
-    step_size = _check_real(op, "step_size", step_size)
-    eps = _check_real(op, "eps", eps, minimum=0.0)
-    lo_values = _per_channel(op, "lo", lo, channels, allow_inf=True)
-    hi_values = _per_channel(op, "hi", hi, channels, allow_inf=True)
+    step_size = check_real(f"ops.{op}", "step_size", step_size)
+    lo_values = check_per_channel(f"ops.{op}", "lo", lo, channels, MAX_CHANNELS)
+    hi_values = check_per_channel(f"ops.{op}", "hi", hi, channels, MAX_CHANNELS)
     lo_full = lo_values * channels if len(lo_values) == 1 else lo_values
     hi_full = hi_values * channels if len(hi_values) == 1 else hi_values
     bad = [c for c in range(channels) if lo_full[c] > hi_full[c]]
@@ -302,19 +248,21 @@ def normalized_step_(
 
     C = _compiled(device)
     if C is not None:
-        extra = {}
-        if device.type == "cuda":  # room for the per-image partial sums of |grad|
-            size = C.step_workspace_size(batch, channels, height, width)
-            extra["workspace"] = torch.empty(size, dtype=torch.float64, device=device).data_ptr()
-        _launch(
-            C, "normalized_step", device,
-            img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
-            batch=batch, channels=channels, height=height, width=width,
-            grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
-            step_size=step_size, eps=eps, lo=lo_values, hi=hi_values, **extra,
-        )
+        args = dict(img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
+                    batch=batch, channels=channels, height=height, width=width,
+                    grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
+                    step_size=step_size, lo=lo_values, hi=hi_values)
+        if device.type != "cuda":
+            _launch(C, "normalized_step", device, **args)
+            return img
+        # the per-image partial sums of |grad|: a kept buffer, alive until both kernels are enqueued
+        key = _scratch.step_key(device, int(torch.cuda.current_stream(device).cuda_stream))
+        numel = C.step_workspace_size(batch, channels, height, width)
+        with _scratch.STEP.lock:
+            workspace = _scratch.STEP.get(key, numel, device)
+            _launch(C, "normalized_step", device, **args, workspace=workspace.data_ptr())
         return img
 
     with torch.no_grad():
-        _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values, eps)
+        _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values)
     return img

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import math
 import numbers
 import os
 import re
@@ -30,6 +29,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from ._checks import choice_problem, int_problem, real_problem, type_name  # torch-free, like this module
 from .models.registry import DEFAULT_MODEL  # torch-free, like this module
 
 DEFAULT_STEP_SIZE = 0.01
@@ -106,52 +106,38 @@ def _rebuild_error(cls, template, options, values, command_line_values=None):
     return error
 
 
-def _type_name(value) -> str:
-    return type(value).__name__
+def _raise(problem, name: str, label: str = "{0}") -> None:
+    """Raise a rule's ``problem`` (``fastdream._checks``) as an :class:`OptionError` about ``name``."""
+    if problem is not None:
+        kind, text = problem
+        error = OptionTypeError if kind is TypeError else OptionError
+        raise error(label + " " + text.replace("{", "{{").replace("}", "}}"), name)
 
 
 # ----------------------------------------------------------------------------------------- checks
-# Each check takes (name, value) and returns the canonical value or raises OptionError naming ``name``.
+# Each check takes (name, value) and returns the canonical value or raises OptionError naming ``name``;
+# the rules of numbers and choices are ``fastdream._checks``' (one place for every argument rule).
 
 
 def check_int(name: str, value, minimum: int, label: str = "{0}") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise OptionTypeError(label + " must be an int >= {minimum}, got {got}", name, minimum=minimum,
-                              got=_type_name(value))
-    if value < minimum:
-        raise OptionError(label + " must be >= {minimum}, got {value}", name, minimum=minimum, value=value)
+    _raise(int_problem(value, minimum), name, label)
     return int(value)
 
 
 def check_real(name: str, value, *, greater_than: Optional[float] = None, at_least: Optional[float] = None,
                label: str = "{0}") -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise OptionTypeError(label + " must be a real number, got {got}", name, got=_type_name(value))
-    value = float(value)
-    if not math.isfinite(value):
-        raise OptionError(label + " must be finite, got {value}", name, value=value)
-    if greater_than is not None and not value > greater_than:
-        raise OptionError(label + " must be > {bound}, got {value}", name, bound=greater_than, value=value)
-    if at_least is not None and not value >= at_least:
-        raise OptionError(label + " must be >= {bound}, got {value}", name, bound=at_least, value=value)
-    return value
+    _raise(real_problem(value, greater_than=greater_than, at_least=at_least), name, label)
+    return float(value)
 
 
 def check_bool(name: str, value) -> bool:
     if not isinstance(value, bool):
-        raise OptionTypeError("{0} must be a bool, got {got}", name, got=_type_name(value))
+        raise OptionTypeError("{0} must be a bool, got {got}", name, got=type_name(value))
     return value
 
 
 def check_choice(name: str, value, choices: Sequence[str], optional: bool = False) -> Optional[str]:
-    if value is None and optional:
-        return None
-    listed = f"one of {tuple(choices)}" if len(choices) > 2 else " or ".join(map(repr, choices))
-    listed = f"None or {listed}" if optional else listed
-    if not isinstance(value, str):
-        raise OptionTypeError("{0} must be {listed}, got {got}", name, listed=listed, got=_type_name(value))
-    if value not in choices:
-        raise OptionError("{0} must be {listed}, got {value!r}", name, listed=listed, value=value)
+    _raise(choice_problem(value, choices, optional), name)
     return value
 
 
@@ -159,7 +145,7 @@ def check_seed(name: str, seed) -> Optional[int]:
     if seed is None:
         return None
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise OptionTypeError("{0} must be None or an int, got {got}", name, got=_type_name(seed))
+        raise OptionTypeError("{0} must be None or an int, got {got}", name, got=type_name(seed))
     if not 0 <= seed < 2**63:
         raise OptionError("{0} must be in [0, 2**63), got {seed}", name, seed=seed)
     return int(seed)
@@ -182,7 +168,7 @@ def _weighted(name: str, value, what: str, key_ok: Callable[[Any], bool], key_ki
     out: Dict[Any, float] = {}
     for key, weight in items:
         if not key_ok(key):
-            raise OptionTypeError("{0}: {key_kind}, got {got}", name, key_kind=key_kind, got=_type_name(key))
+            raise OptionTypeError("{0}: {key_kind}, got {got}", name, key_kind=key_kind, got=type_name(key))
         out[key] = check_real(name, weight, label="{0}[" + repr(key).replace("{", "{{").replace("}", "}}")
                               + "] (weight)")
     return out
@@ -196,7 +182,7 @@ def check_layers(name: str, layers) -> Optional[Dict[str, float]]:
         layers = [layers]
     if not isinstance(layers, (Mapping, Sequence)):
         raise OptionTypeError("{0} must be a layer name, a list of names or a {{name: weight}} dict, got {got}",
-                              name, got=_type_name(layers))
+                              name, got=type_name(layers))
     out = _weighted(name, layers, "layer", lambda key: isinstance(key, str), "layer names must be str")
     if all(w == 0 for w in out.values()):
         raise OptionError("{0}: at least one layer weight must be non-zero", name)
@@ -211,7 +197,7 @@ def check_classes(name: str, classes) -> Optional[Dict[Union[str, int], float]]:
         classes = [classes]
     if not isinstance(classes, (Mapping, Sequence)):
         raise OptionTypeError("{0} must be a class name or index, a list of them or a {{class: weight}} dict, "
-                              "got {got}", name, got=_type_name(classes))
+                              "got {got}", name, got=type_name(classes))
     return _weighted(name, classes, "class",
                      lambda c: not isinstance(c, bool) and isinstance(c, (str, numbers.Integral)),
                      "each class must be a name (str) or an index (int)")
@@ -224,7 +210,7 @@ def check_channels(name: str, channels) -> Optional[List[int]]:
         channels = [channels]
     if isinstance(channels, (str, bytes)) or not isinstance(channels, Sequence):
         raise OptionTypeError("{0} must be None, an int or a list of ints, got {got}", name,
-                              got=_type_name(channels))
+                              got=type_name(channels))
     if not channels:
         raise OptionError("{0} must list at least one channel index", name)
     return [check_int(name, c, 0, label="{0}[i]") for c in channels]
@@ -265,14 +251,14 @@ def check_model(name: str, model):
     nn = sys.modules.get("torch.nn")  # a module can only exist once torch is imported: no import here
     if isinstance(model, str) or (nn is not None and isinstance(model, nn.Module)):
         return model
-    raise OptionTypeError("{0} must be a model name (str) or an nn.Module, got {got}", name, got=_type_name(model))
+    raise OptionTypeError("{0} must be a model name (str) or an nn.Module, got {got}", name, got=type_name(model))
 
 
 def check_weights(name: str, weights):
     if weights is None or isinstance(weights, (str, os.PathLike)):
         return weights
     raise OptionTypeError("{0} must be 'default', None or a path to a .pth file, got {got}", name,
-                          got=_type_name(weights))
+                          got=type_name(weights))
 
 
 def check_objective(name: str, objective):
@@ -282,7 +268,7 @@ def check_objective(name: str, objective):
                               value=objective)
     elif not callable(objective):
         raise OptionTypeError("{0} must be one of {choices} or a callable, got {got}", name, choices=OBJECTIVES,
-                              got=_type_name(objective))
+                              got=type_name(objective))
     return objective
 
 
@@ -293,7 +279,7 @@ def check_device(name: str, device):
 
     if not isinstance(device, (str, torch.device)):
         raise OptionTypeError("{0} must be None, a str such as 'cuda:0' or a torch.device, got {got}", name,
-                              got=_type_name(device))
+                              got=type_name(device))
     try:
         device = torch.device(device)
     except RuntimeError as exc:

@@ -15,51 +15,23 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from typing import List, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_int, check_reals, check_tensor
+
 __all__ = ["gaussian_smooth", "laplacian_normalize", "gaussian_kernel_1d"]
 
 Sigmas = Union[float, Sequence[float]]
 
-_RMS_EPS = 1e-10  # the tutorial's floor of a band's RMS (a band of zeros stays zeros)
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)  # the 5-tap pyramid filter, normalised to sum 1 in 2-D
-
-
-def _check_grad(func: str, grad) -> None:
-    if not isinstance(grad, torch.Tensor):
-        raise TypeError(f"{func}: grad must be a torch.Tensor, got {type(grad).__name__}")
-    if grad.dim() != 4:
-        raise ValueError(f"{func}: grad must have shape Tensor[B, C, H, W], got {list(grad.shape)}")
-    if not grad.is_floating_point():
-        raise TypeError(f"{func}: grad must be a floating-point tensor, got {grad.dtype}")
+_GRAD = dict(dims=4, shape="Tensor[B, C, H, W]", floating=True)
 
 
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _check_sigmas(sigmas) -> Tuple[float, ...]:
-    if isinstance(sigmas, numbers.Real) and not isinstance(sigmas, bool):
-        values = [sigmas]
-    elif isinstance(sigmas, Sequence) and not isinstance(sigmas, (str, bytes)):
-        values = list(sigmas)
-        if not values:
-            raise ValueError("gaussian_smooth: sigmas must hold at least one value")
-    else:
-        raise TypeError(f"gaussian_smooth: sigmas must be a float or a sequence of floats, got {type(sigmas).__name__}")
-    out = []
-    for s in values:
-        if isinstance(s, bool) or not isinstance(s, numbers.Real):
-            raise TypeError(f"gaussian_smooth: sigmas must be real numbers, got {type(s).__name__}")
-        s = float(s)
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"gaussian_smooth: sigmas must be finite and > 0, got {s}")
-        out.append(s)
-    return tuple(out)
 
 
 def gaussian_kernel_1d(sigma: float, radius: int) -> List[float]:
@@ -120,8 +92,8 @@ def gaussian_smooth(grad: torch.Tensor, sigmas: Sigmas) -> torch.Tensor:
     (2 threads, 3 sigmas, 512²) this is 1.3-4.5× faster than one 2-D depthwise convolution, and
     faster than a [B·C, 1, H, W] reshape with single-channel kernels.
     """
-    _check_grad("gaussian_smooth", grad)
-    sigmas = _check_sigmas(sigmas)
+    check_tensor("gaussian_smooth", "grad", grad, **_GRAD)
+    sigmas = check_reals("gaussian_smooth", "sigmas", sigmas, greater_than=0.0)
     _, channels, height, width = grad.shape
     if grad.numel() == 0:
         return grad.clone()
@@ -180,11 +152,8 @@ def laplacian_normalize(grad: torch.Tensor, levels: int = 4) -> torch.Tensor:
     (the tutorial's ``normalize_std``: the RMS, i.e. the std about zero), then the bands are
     merged (expand the low band, add the high band, repeat).
     """
-    _check_grad("laplacian_normalize", grad)
-    if isinstance(levels, bool) or not isinstance(levels, numbers.Integral):
-        raise TypeError(f"laplacian_normalize: levels must be an int >= 0, got {type(levels).__name__}")
-    if levels < 0:
-        raise ValueError(f"laplacian_normalize: levels must be >= 0, got {levels}")
+    check_tensor("laplacian_normalize", "grad", grad, **_GRAD)
+    levels = check_int("laplacian_normalize", "levels", levels, 0)
     batch, channels, height, width = grad.shape
     if grad.numel() == 0:
         return grad.clone(memory_format=torch.contiguous_format)
@@ -202,7 +171,13 @@ def laplacian_normalize(grad: torch.Tensor, levels: int = 4) -> torch.Tensor:
 
 
 def _unit_rms(band: torch.Tensor, batch: int) -> torch.Tensor:
-    """Band Tensor[B·C, 1, h, w] divided by each image's RMS over its C·h·w values."""
+    """Band Tensor[B·C, 1, h, w] divided by each image's RMS over its C·h·w values.
+
+    Scale-free, like the step (docs/architecture.md, "Semantics"): no floor such as the tutorial's
+    1e-10, which left a model with tiny gradients unnormalised; the squares are summed in float64
+    (those of a 1e-22 gradient underflow float32). A band of zeros stays zeros: the RMS is raised
+    to the smallest normal float, which also keeps a subnormal band finite."""
     per_image = band.reshape(batch, -1)
-    rms = per_image.square().mean(dim=1, keepdim=True).sqrt_().clamp_min_(_RMS_EPS)
+    rms = per_image.double().square().mean(dim=1, keepdim=True).sqrt_().to(per_image.dtype)
+    rms = rms.clamp_min_(torch.finfo(per_image.dtype).tiny)
     return (per_image / rms).reshape(band.shape)

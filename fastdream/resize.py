@@ -18,7 +18,6 @@ Not tracked by autograd: call it on detached data.
 from __future__ import annotations
 
 import functools
-import numbers
 import threading
 import warnings
 from typing import Optional, Sequence, Tuple
@@ -27,11 +26,12 @@ import torch
 
 from ._reference import resize_add_ref, resize_ref
 from .backends import _cupy_importable
-from .ops import _describe
+from ._checks import check_size, check_tensor, describe
 
 __all__ = ["resize_add", "cupy_available"]
 
 _FN = "resize_add"
+_SOURCE = dict(dims=4, shape="Tensor[B, C, H, W]", dtypes=(torch.float32,), dtype="float32")
 _BLOCK = 256
 _MAX_BLOCKS = 65535  # a grid-stride loop covers the rest
 _warned: set = set()
@@ -99,45 +99,19 @@ def cupy_available() -> bool:
 # ----------------------------------------------------------------------------------------- checks
 
 
-def _check_source(name: str, t, optional: bool = False) -> Optional[torch.Tensor]:
-    if t is None and optional:
-        return None
-    if not isinstance(t, torch.Tensor):
-        allowed = "a torch.Tensor or None" if optional else "a torch.Tensor"
-        raise TypeError(f"{_FN}: {name} must be {allowed}, got {type(t).__name__}")
-    if t.dtype != torch.float32:
-        raise TypeError(f"{_FN}: {name} must be a float32 Tensor[B, C, H, W], got {_describe(t)}")
-    if t.dim() != 4:
-        raise ValueError(f"{_FN}: {name} must be a 4-D Tensor[B, C, H, W], got {t.dim()}-D {_describe(t)}")
-    return t
-
-
-def _check_size(size) -> Tuple[int, int]:
-    expected = "a pair of positive ints (H, W)"
-    if not isinstance(size, (tuple, list, torch.Size)):
-        raise TypeError(f"{_FN}: size must be {expected}, got {type(size).__name__}")
-    if len(size) != 2:
-        raise ValueError(f"{_FN}: size must be {expected}, got {len(size)} values {tuple(size)}")
-    if any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in size):
-        raise TypeError(f"{_FN}: size must be {expected}, got {tuple(type(s).__name__ for s in size)}")
-    if any(s < 1 for s in size):
-        raise ValueError(f"{_FN}: size must be {expected}, got {tuple(size)}")
-    return int(size[0]), int(size[1])
-
-
 def _check(img, detail, size):
-    img = _check_source("img", img)
-    detail = _check_source("detail", detail, optional=True)
-    size = _check_size(size)
+    img = check_tensor(_FN, "img", img, **_SOURCE)
+    detail = check_tensor(_FN, "detail", detail, optional=True, **_SOURCE)
+    size = check_size(_FN, "size", size)
     if detail is not None:
         if detail.shape[:2] != img.shape[:2]:
             raise ValueError(f"{_FN}: detail must have the batch and channels of img {list(img.shape[:2])}, "
-                             f"got {_describe(detail)}")
+                             f"got {describe(detail)}")
         if detail.device != img.device:
             raise ValueError(f"{_FN}: detail must be on the device of img ({img.device}), got {detail.device}")
     for name, t in (("img", img), ("detail", detail)):
         if t is not None and t.numel() == 0 and t.shape[0] * t.shape[1] > 0:
-            raise ValueError(f"{_FN}: {name} must have H, W >= 1, got {_describe(t)}")
+            raise ValueError(f"{_FN}: {name} must have H, W >= 1, got {describe(t)}")
     return img, detail, size
 
 

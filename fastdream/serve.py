@@ -4,76 +4,50 @@
     >>> from fastdream.serve import build_app
     >>> serve.run(build_app({"octaves": 4, "iterations": 10}), route_prefix="/")
 
-``POST /`` with the image file as the body (any format Pillow reads) returns the dreamed image,
-``image/png`` (``?format=jpeg``: JPEG). Per-request options, as query fields or, with a JSON body
-``{"image": "<base64>", ...}``, as JSON fields: ``seed``, ``format``, ``octaves``, ``octave_scale``,
-``iterations``, ``step_size``, ``jitter``; the server's flags fix everything else (model, layers,
-...). ``GET /`` answers ``{"status": "ok", ...}``.
+``POST /`` with the image file as the body (any format Pillow reads), as a multipart form's
+``image`` file (``curl -F image=@x.png``) or as a JSON ``{"image": "<base64>", ...}``, returns the
+dreamed image, ``image/png`` (``format=jpeg``: JPEG). Per-request fields, in the query, the form
+or the JSON: ``format`` and the options of the ``algorithm`` group (``seed``, ``octaves``,
+``octave_scale``, ``iterations``, ``step_size``, ``jitter``, ``min_size``); the server's flags
+fix everything else (model, layers, ...). ``GET /`` answers ``{"status": "ok", "fields": [...],
+"limits": {...}, ...}``.
 
-Each replica builds its Dreamers once (one per distinct set of per-request options, a few kept)
-and dreams requests in batches (``@serve.batch``): those that arrive together with the same size
-and options are stacked and dreamed at once. A request with a ``seed`` is dreamed alone, so its
-answer is ``fastdream.dream(image, seed=seed, **options)``, byte for byte, whatever else arrives;
-requests without one share a batch (and its fresh random seed). One replica per GPU on GPU
-clusters (``num_gpus=1``), one on CPU-only ones.
-
-Errors never take the server down: a body that is not an image or an invalid option is answered
-400 with the library's message (the same ``TypeError``/``ValueError`` text as the API), an upload
-over ``max_upload_mb`` 413, a failure while dreaming 500.
+Two deployments. The ingress (``DreamIngress``, no CPU reserved, many requests at once) reads
+each body within ``--body-timeout`` (408 past it), parses and checks the fields (400), the upload
+size and the pixel count declared by the image's header (413), and the work asked
+(``--max-iterations``, ``--max-octaves``: 400), then hands the bytes to the model deployment
+(``DreamModel``: one replica per GPU, one CPU replica otherwise) and waits at most
+``--request-timeout`` (503 past it). A slow or stalled client therefore holds an ingress slot for
+a bounded time and never a model slot. The model replica decodes, checks with ``Dreamer.check``
+(400 with the library's message), and dreams requests in batches (``@serve.batch``, cut by
+``fastdream.batching``): those that arrive together with the same size and options are stacked and
+dreamed at once. A request with a ``seed`` is dreamed alone, so its answer is
+``fastdream.dream(image, seed=seed, **options)``, byte for byte; requests without one share a
+batch (and its fresh random seed). A failure while dreaming is a 500 for that request only.
 
 Where this sits in the project: docs/architecture.md, "Clusters and servers".
 """
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
-import json
+import dataclasses
+import errno
+import logging
+import socket
 import sys
 import time
-from typing import Dict, List, Optional, Tuple
+import urllib.error
+import urllib.request
+from typing import List, Optional, Tuple
 
-from .cluster import _connect, _decode, _one_line, require_ray
+from .batching import window_batches
+from .jobs import UsageError, build_dreamer, decode_limited, one_line
+from .ray_support import actor_dreamer_options, actor_resources, connect, require_ray
+from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, parse_fields, read_body, split_body
 
-FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg")}
-REQUEST_OPTIONS = {"octaves": int, "octave_scale": float, "iterations": int, "step_size": float, "jitter": int}
-_FIELDS = ("seed", "format") + tuple(REQUEST_OPTIONS)
 _KEPT_DREAMERS = 4
-
-
-class RequestError(Exception):
-    """A request answered with ``status`` and ``message`` (400 or 413)."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def _convert(name: str, value, kind):
-    """A query string (or JSON value) as the option's type; the library checks the value itself."""
-    if not isinstance(value, str):
-        return value
-    try:
-        return kind(value)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise ValueError(f"{name} must be {what}, got {value!r}") from None
-
-
-def parse_fields(fields: Dict[str, object]) -> Tuple[dict, Optional[int], str]:
-    """``(dreamer options, seed, format)`` from a request's fields; ValueError/TypeError when bad."""
-    from .options import check_seed
-
-    unknown = sorted(set(fields) - set(_FIELDS))
-    if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r}; per-request options: {', '.join(_FIELDS)}")
-    options = {name: _convert(name, fields[name], kind) for name, kind in REQUEST_OPTIONS.items() if name in fields}
-    seed = check_seed("seed", _convert("seed", fields["seed"], int)) if "seed" in fields else None
-    fmt = str(fields.get("format", "png")).lower()
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be png or jpeg, got {fields['format']!r}")
-    return options, seed, fmt
+_TEXT = "text/plain; charset=utf-8"
 
 
 def encode(image, fmt: str) -> bytes:
@@ -83,24 +57,67 @@ def encode(image, fmt: str) -> bytes:
     return encode_image(image, "." + fmt)
 
 
-class DreamServer:
-    """The Serve deployment's class: one replica. ``options``: ``Dreamer(**options)`` (checked
-    once at start-up); ``threads``: torch threads on CPUs (``None``: leave Ray's)."""
+class DreamIngress:
+    """The HTTP deployment: reads and checks each request, then awaits ``model.dream``.
 
-    def __init__(self, options: dict, max_upload_bytes: int, max_side: Optional[int] = None,
-                 threads: Optional[int] = None):
-        import torch
+    ``model``: the ``DreamModel`` deployment's handle; ``options``: the server's ``Dreamer``
+    options (the defaults of a request's fields); ``limits``: the operator's bounds."""
 
-        if threads is not None:
-            torch.set_num_threads(threads)
+    def __init__(self, model, options: dict, limits: Limits):
+        self.model = model
         self.options = dict(options)
-        if self.options.get("device") is None and torch.cuda.is_available():
-            self.options["device"] = "cuda"  # the replica's GPU
-        self.max_upload_bytes = max_upload_bytes
+        self.limits = limits
+        self.served = 0
+
+    def _checked(self, content_type: str, body: bytes, query) -> tuple:
+        image, fields = split_body(content_type, body, query)
+        overrides, seed, fmt = parse_fields(fields, self.options, self.limits)
+        check_pixels(image, self.limits)
+        return image, overrides, seed, fmt
+
+    async def __call__(self, request):
+        from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+        if request.method == "GET":
+            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options),
+                                 "fields": list(FIELD_NAMES), "limits": dataclasses.asdict(self.limits)})
+        if request.method != "POST":
+            return PlainTextResponse("POST an image file (GET for the status)", status_code=405)
+        try:
+            body = await read_body(request, self.limits)
+            item = await asyncio.to_thread(
+                self._checked, request.headers.get("content-type", ""), body, request.query_params.multi_items())
+        except RequestError as exc:
+            return PlainTextResponse(str(exc), status_code=exc.status)
+        timeout = self.limits.request_timeout_s
+        response = self.model.dream.remote(item + (time.time() + timeout,))
+        try:
+            status, kind, payload = await asyncio.wait_for(response, timeout)
+        except asyncio.TimeoutError:
+            response.cancel()
+            return PlainTextResponse(_late(timeout), status_code=503)
+        except Exception as exc:  # the replica died (Ray restarts it): this request's answer only
+            return PlainTextResponse(f"dreaming failed: the model replica failed ({type(exc).__name__})",
+                                     status_code=500)
+        if status != 200:
+            return PlainTextResponse(payload, status_code=status)
+        self.served += 1
+        return Response(payload, media_type=kind)
+
+
+def _late(timeout: float) -> str:
+    return f"not answered within this server's request time limit of {timeout:g} s (--request-timeout): try later"
+
+
+class DreamModel:
+    """The model deployment: one replica. ``options``: ``Dreamer(**options)`` (checked once at
+    start-up); ``threads``: torch threads on CPUs (``None``: leave Ray's)."""
+
+    def __init__(self, options: dict, max_side: Optional[int] = None, threads: Optional[int] = None):
+        self.options = actor_dreamer_options(options, threads)  # the replica's GPU where it has one
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
         self._dreamer({})  # the server's own options are checked (and the model loaded) now
-        self.served = 0
 
     def _dreamer(self, overrides: dict):
         from .dreamer import Dreamer
@@ -115,80 +132,51 @@ class DreamServer:
         self._dreamers.move_to_end(key)
         return dreamer
 
-    async def _body(self, request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_upload_bytes:
-            raise RequestError(413, f"upload of {int(declared)} bytes is over the limit of {self.max_upload_bytes}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_upload_bytes:
-                raise RequestError(413, f"upload is over the limit of {self.max_upload_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    async def dream(self, items: List[tuple]) -> List[tuple]:
+        # wrapped by serve.batch in build_app (Ray imported only there); one batch at a time
+        return await asyncio.to_thread(self.answer, items)
 
-    async def _parse(self, request):
-        body = await self._body(request)
-        fields: Dict[str, object] = dict(request.query_params)
-        if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+    def answer(self, items: List[tuple]) -> List[Tuple[int, str, object]]:
+        """``[(image bytes, overrides, seed, format, deadline)]`` -> ``[(status, content type,
+        body)]``: 400 for an image or options the library refuses, 503 past the deadline
+        (``time.time()``), 500 where the dream failed."""
+        answers: List[Optional[tuple]] = [None] * len(items)
+        work, where = [], []
+        for i, (data, overrides, seed, _, deadline) in enumerate(items):
+            if time.time() > deadline:  # its client has had its 503: not dreamed
+                answers[i] = (503, _TEXT, "too late")
+                continue
             try:
-                payload = json.loads(body)
-                if not isinstance(payload, dict) or not isinstance(payload.get("image"), str):
-                    raise ValueError("expected an object with the base64 image in 'image'")
-                body = base64.b64decode(payload.pop("image"), validate=True)
-            except (ValueError, binascii.Error) as exc:
-                raise ValueError(f"bad JSON body: {_one_line(exc)}") from None
-            fields.update(payload)
-        if not body:
-            raise ValueError("the request has no image: POST the image file as the body")
-        options, seed, fmt = parse_fields(fields)
-        dreamer = self._dreamer(options)  # the library's own checks of the options
-        image = _decode(body, "upload", self.max_side)
-        dreamer.check(image)
-        return dreamer, image, seed, fmt
-
-    async def __call__(self, request):
-        from starlette.responses import JSONResponse, PlainTextResponse, Response
-
-        if request.method == "GET":
-            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options)})
-        if request.method != "POST":
-            return PlainTextResponse("POST an image file (GET for the status)", status_code=405)
-        try:
-            dreamer, image, seed, fmt = await self._parse(request)
-        except RequestError as exc:
-            return PlainTextResponse(str(exc), status_code=exc.status)
-        except (ValueError, TypeError, OSError) as exc:
-            return PlainTextResponse(_one_line(exc), status_code=400)
-        ok, result = await self._batched((dreamer, image, seed))
-        if not ok:
-            return PlainTextResponse(result, status_code=500)
-        self.served += 1
-        data = await asyncio.to_thread(encode, result, fmt)
-        return Response(data, media_type=FORMATS[fmt][1])
-
-    async def _batched(self, items: List[tuple]) -> List[tuple]:
-        # wrapped by serve.batch in build_app (Ray imported only there)
-        return await asyncio.to_thread(dream_requests, items)
+                dreamer = self._dreamer(overrides)
+                image = decode_limited(data, "upload", self.max_side)
+                dreamer.check(image)
+            except (ValueError, TypeError, OSError) as exc:
+                answers[i] = (400, _TEXT, one_line(exc))
+                continue
+            work.append((dreamer, image, seed))
+            where.append(i)
+        for i, (ok, result) in zip(where, dream_requests(work)):
+            fmt = items[i][3]
+            answers[i] = (200, FORMATS[fmt], encode(result, fmt)) if ok else (500, _TEXT, result)
+        return answers
 
 
 def dream_requests(items: List[tuple]) -> List[tuple]:
     """``[(dreamer, uint8 Tensor[3, H, W], seed)]`` -> ``[(True, image) | (False, message)]``:
-    unseeded requests grouped by Dreamer and size and dreamed as batches, seeded ones alone."""
+    unseeded requests with the same Dreamer and size dreamed as one batch (``batching``'s cut),
+    seeded ones alone."""
     import torch
 
+    keys = [(id(dreamer), tuple(image.shape)) if seed is None else ("alone", i)
+            for i, (dreamer, image, seed) in enumerate(items)]
     results: List[Optional[tuple]] = [None] * len(items)
-    groups: Dict[tuple, List[int]] = {}
-    for i, (dreamer, image, seed) in enumerate(items):
-        key = (id(dreamer), tuple(image.shape)) if seed is None else ("alone", i)
-        groups.setdefault(key, []).append(i)
-    for indices in groups.values():
+    for indices in window_batches(keys, max(1, len(items))):
         dreamer, _, seed = items[indices[0]]
         try:
             out = dreamer(torch.stack([items[i][1] for i in indices]), seed=seed, progress=False)
         except Exception as exc:  # a replica answers every request, whatever failed
             for i in indices:
-                results[i] = (False, f"dreaming failed: {_one_line(exc)}")
+                results[i] = (False, f"dreaming failed: {one_line(exc)}")
             continue
         for j, i in enumerate(indices):
             results[i] = (True, out[j])
@@ -198,7 +186,7 @@ def dream_requests(items: List[tuple]) -> List[tuple]:
 def build_app(
     options: dict,
     *,
-    max_upload_mb: float = 20.0,
+    limits: Limits = Limits(),
     max_batch_size: int = 8,
     batch_wait_timeout_s: float = 0.02,
     max_side: Optional[int] = None,
@@ -206,56 +194,119 @@ def build_app(
 ):
     """The Serve application: ``serve.run(build_app(options), route_prefix="/")``.
 
-    One replica per GPU of the connected cluster (``num_gpus=1`` each), else one CPU replica with
+    The ingress takes up to ``limits.max_clients`` requests at once and reserves no CPU. The model:
+    one replica per GPU of the connected cluster (``num_gpus=1`` each), else one CPU replica with
     this process's torch threads (its results are then the library's on this machine, byte for
-    byte). ``max_batch_size`` requests are batched at most, waiting ``batch_wait_timeout_s`` for
-    a batch to fill.
+    byte); ``max_batch_size`` requests are batched at most, waiting ``batch_wait_timeout_s`` for a
+    batch to fill. ValueError when the server's own ``iterations`` or ``octaves`` exceed ``limits``.
     """
-    require_ray("fastdream.serve")
-    import ray
-    from ray import serve
-
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
-    threads = None
-    if gpus:
-        actor = {"num_gpus": 1}
-    else:
-        import torch
-
-        actor, threads = {"num_cpus": 1}, torch.get_num_threads()
-    server = type("DreamServer", (DreamServer,), {
-        "_batched": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
-            DreamServer._batched
-        ),
-    })
-    deployment = serve.deployment(
-        server,
-        name="fastdream",
-        num_replicas=num_replicas or max(1, gpus),
-        ray_actor_options=actor,
-        max_ongoing_requests=4 * max_batch_size,
-    )
-    return deployment.bind(options, int(max_upload_mb * 2**20), max_side, threads)
-
-
-def run_cli(args) -> int:
-    """``fastdream serve [--host H] [--port P] [dream options]``: serves until Ctrl-C."""
-    from . import cli
-
-    require_ray("fastdream serve")
-    if args.seed is not None:
-        raise cli.UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
-    options = cli._dreamer_options(args)
-    cli._build_dreamer(args, {k: v for k, v in options.items() if k != "device"})  # checked before Ray starts
-    ray, started = _connect(args.ray)
+    ray = require_ray("fastdream.serve")
     from ray import serve
 
     try:
+        limits.check_options(options)
+    except RequestError as exc:
+        raise ValueError(f"the server's own options: {exc}") from None
+    actor, threads, gpus = actor_resources(ray)
+    model = type("DreamModel", (DreamModel,), {
+        "dream": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
+            DreamModel.dream
+        ),
+    })
+    model_app = serve.deployment(
+        model,
+        name="fastdream-model",
+        num_replicas=num_replicas or max(1, gpus),
+        ray_actor_options=actor,
+        max_ongoing_requests=4 * max_batch_size,
+    ).bind(options, max_side, threads)
+    ingress = serve.deployment(
+        DreamIngress,
+        name="fastdream",
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=limits.max_clients,
+    )
+    return ingress.bind(model_app, options, limits)
+
+
+def check_address(host: str, port: int, bind: bool = True) -> None:
+    """UsageError (one line) for a port out of range, a host that does not resolve, or (``bind``)
+    an address this machine cannot listen on or that is in use: answered before Ray starts."""
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port must be in 1..65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise UsageError(f"--host {host!r} is not an address or a name this machine resolves ({one_line(exc)})") from None
+    if not bind:
+        return
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(f"--port {port}: {host}:{port} is in use (another server?)") from None
+            raise UsageError(f"--host {host!r}: cannot listen there ({one_line(exc)})") from None
+
+
+def _url(host: str, port: int, local: bool = False) -> str:
+    """``http://host:port/``; ``local``: one that reaches it from this machine (a wildcard address:
+    the loopback)."""
+    if local:
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _wait_until_served(url: str, timeout: float = 120.0) -> bool:
+    """Polls ``GET url`` until it answers 200 (the route is up), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def _quiet_ray_loggers() -> None:
+    """The driver's copies of Ray's start-up lines ("Started Serve", "Connecting to existing Serve
+    app", the token-authentication notice) are not printed: the terminal gets "ready at URL" and
+    errors; Serve's own log files (``/tmp/ray/session_latest/logs/serve``) keep theirs."""
+    for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def serve_forever(args, options: dict) -> int:
+    """``fastdream serve [--host H] [--port P] [limits] [dream options]``: serves ``Dreamer(**options)``
+    (the options the command line gave) until Ctrl-C."""
+    require_ray("fastdream serve")
+    if args.seed is not None:
+        raise UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
+    check_address(args.host, args.port, bind=args.ray in (None, "local"))
+    limits = Limits.from_args(args)
+    try:
+        limits.check_options(options)
+    except RequestError as exc:
+        raise UsageError("--" + str(exc).replace("this server's limit", "the limit")) from None
+    build_dreamer(options, here=True)  # checked before Ray starts
+    from ray import serve
+
+    _quiet_ray_loggers()
+    ray, started = connect(args.ray)
+    try:
         serve.start(http_options={"host": args.host, "port": args.port})
-        app = build_app(options, max_upload_mb=args.max_upload_mb, max_batch_size=args.max_batch_size,
-                        max_side=args.max_side)
+        app = build_app(options, limits=limits, max_batch_size=args.max_batch_size, max_side=args.max_side)
         serve.run(app, name="fastdream", route_prefix="/")
-        print(f"serving on http://{args.host}:{args.port}/ (POST an image; Ctrl-C stops)", flush=True)
+        url = _url(args.host, args.port, local=True)
+        if not _wait_until_served(url):
+            print(f"fastdream: error: the server did not answer at {url}; see Ray's logs "
+                  "(/tmp/ray/session_latest/logs/serve)", file=sys.stderr)
+            return 1
+        print(f"ready at {_url(args.host, args.port)} (POST an image; Ctrl-C stops)", flush=True)
         try:
             while True:
                 time.sleep(3600)
@@ -266,4 +317,3 @@ def run_cli(args) -> int:
         serve.shutdown()
         if started:
             ray.shutdown()
-

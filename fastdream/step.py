@@ -28,7 +28,6 @@ class StepConfig:
     step_size: float
     lo: float = 0.0
     hi: float = 1.0
-    eps: float = 1e-8
 
 
 class Stepper:
@@ -85,7 +84,7 @@ class Stepper:
             grad = tiled_gradient(self.gradient, x_in, tiling.tile, tiling.margin, tiling.offsets[i])
         for transform in self.grad_transforms:
             grad = transform(grad)
-        ops.normalized_step_(x, grad, s, c.step_size, c.lo, c.hi, c.eps)
+        ops.normalized_step_(x, grad, s, c.step_size, c.lo, c.hi)
 
 
 @dataclass

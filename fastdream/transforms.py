@@ -2,22 +2,14 @@
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from ._checks import check_real, check_tensor
+
 __all__ = ["zoom_transform", "affine_theta", "limit_side"]
-
-
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"zoom_transform: {name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"zoom_transform: {name} must be finite, got {value}")
-    return value
 
 
 def affine_theta(height: int, width: int, zoom: float, rotate: float, translate: Tuple[float, float]):
@@ -56,19 +48,13 @@ def zoom_transform(
         padding, ``align_corners=False`` (float16/bfloat16 are sampled in float32). With identity
         parameters it is an exact copy of ``img``.
     """
-    if not isinstance(img, torch.Tensor):
-        raise TypeError(f"zoom_transform: img must be a torch.Tensor, got {type(img).__name__}")
-    if img.dim() not in (3, 4):
-        raise ValueError(f"zoom_transform: img must have shape Tensor[B, C, H, W] or [C, H, W], got {list(img.shape)}")
-    if not img.is_floating_point():
-        raise TypeError(f"zoom_transform: img must be a floating-point tensor, got {img.dtype}")
-    zoom = _real("zoom", zoom)
-    if zoom <= 0:
-        raise ValueError(f"zoom_transform: zoom must be > 0, got {zoom}")
-    rotate = _real("rotate", rotate)
+    fn = "zoom_transform"
+    check_tensor(fn, "img", img, dims=(3, 4), shape="Tensor[B, C, H, W] or [C, H, W]", floating=True)
+    zoom = check_real(fn, "zoom", zoom, greater_than=0.0)
+    rotate = check_real(fn, "rotate", rotate)
     if isinstance(translate, (str, bytes)) or not isinstance(translate, Sequence) or len(translate) != 2:
         raise TypeError("zoom_transform: translate must be a (dx, dy) pair of numbers")
-    translate = (_real("translate[0]", translate[0]), _real("translate[1]", translate[1]))
+    translate = (check_real(fn, "translate[0]", translate[0]), check_real(fn, "translate[1]", translate[1]))
     if (zoom == 1.0 and rotate % 360.0 == 0.0 and translate == (0.0, 0.0)) or img.numel() == 0:
         return img.clone()
     batched = img if img.dim() == 4 else img.unsqueeze(0)

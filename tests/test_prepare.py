@@ -241,3 +241,35 @@ def test_a_module_with_hooks_runs_eagerly_so_they_run():
     finally:
         handle.remove()
     assert isinstance(prepare_for_dreaming(model, ["2"]), fx.GraphModule)
+
+
+class _OffsetConv(nn.Conv2d):
+    """A convolution subclass with a forward of its own: its fold is checked on a probe, not assumed
+    (``offset`` != 0 makes ``bn(conv(x))`` something no folded convolution computes)."""
+
+    def __init__(self, *args, offset: float = 0.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.offset = offset
+        self.seen = []  # (device type, dtype) of each concrete input (shared by fastdream's copies)
+
+    def forward(self, x):
+        if not isinstance(x, fx.Proxy):
+            self.seen.append((x.device.type, x.dtype))
+        return super().forward(x) + self.offset
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.5])
+def test_fold_of_a_convolution_subclass_is_checked_on_the_cpu_in_float32(offset):
+    # float64 stands for what the check must not run in (on a GPU: cuDNN's TF32, which misses the
+    # bound on most of EfficientNet-Lite0's folds); the check runs in float32 on the CPU
+    model = _randomise_batchnorm(nn.Sequential(_OffsetConv(3, 5, 3, offset=offset), nn.BatchNorm2d(5), nn.ReLU(),
+                                               nn.Conv2d(5, 4, 3))).double().eval()
+    before = copy.deepcopy(model.state_dict())
+    prepared = prepare_for_dreaming(model, ["3"])
+    folded = not any(isinstance(m, nn.BatchNorm2d) for m in prepared.modules())
+    assert folded == (offset == 0.0)
+    assert ("cpu", torch.float32) in model[0].seen
+    for name, value in model.state_dict().items():  # the user's module: same dtype, same values
+        assert value.dtype == before[name].dtype and torch.equal(value, before[name]), name
+    x = torch.rand(2, 3, 11, 13, dtype=torch.float64)
+    torch.testing.assert_close(LayerTap(prepared, ["3"])(x)["3"], model(x), rtol=1e-9, atol=1e-9)

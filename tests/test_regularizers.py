@@ -123,7 +123,7 @@ def lap_twin(grad, levels):
 
         def unit(ps):
             rms = math.sqrt(sum(float((p * p).sum()) for p in ps) / sum(p.numel() for p in ps))
-            return [p / max(rms, 1e-10) for p in ps]
+            return [p / rms if rms > 0 else p for p in ps]
 
         planes = unit(planes)
         for highs in reversed(bands):
@@ -156,6 +156,18 @@ def test_laplacian_normalize_layouts_dtypes_and_batch_independence():
     half = laplacian_normalize(a.half())
     assert half.dtype == torch.float16
     torch.testing.assert_close(half.float(), ref, rtol=1e-2, atol=1e-2)
+
+
+def test_laplacian_normalize_is_scale_free():
+    # a gradient times 2^-90 (~1e-27; its squares underflow float32) is normalised to the same bands,
+    # bit for bit; a zero gradient stays zero, a subnormal one finite
+    grad = rand((2, 3, 19, 26), seed=11)
+    ref = laplacian_normalize(grad)
+    assert torch.equal(laplacian_normalize(grad * 2.0**-90), ref)
+    assert torch.equal(laplacian_normalize(torch.zeros(1, 3, 9, 9)), torch.zeros(1, 3, 9, 9))
+    tiny = torch.zeros(1, 3, 9, 9)
+    tiny[0, 1, 4, 4] = 1e-44
+    assert torch.isfinite(laplacian_normalize(tiny)).all() and laplacian_normalize(tiny).abs().sum() > 0
 
 
 def test_laplacian_merge_without_normalisation_reconstructs():

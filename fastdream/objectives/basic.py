@@ -8,11 +8,11 @@ into an :class:`Objective`, which says whether it may be captured in a CUDA grap
 """
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
+from .._checks import is_real
 from ..options import OptionError, OptionTypeError
 
 if TYPE_CHECKING:
@@ -51,13 +51,6 @@ class PerDevice:
         if copy is None:
             copy = self._copies[device] = next(iter(self._copies.values())).to(device)
         return copy
-
-
-def check_tensor(func: str, name: str, value, dims: int, shape: str) -> None:
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{func}: {name} must be a torch.Tensor, got {type(value).__name__}")
-    if value.dim() != dims:
-        raise ValueError(f"{func}: {name} must have shape {shape}, got {list(value.shape)}")
 
 
 def layer_objective(objective: ObjectiveArg, channels: Optional[Sequence[int]] = None) -> PerLayer:
@@ -126,7 +119,7 @@ def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]], static: bool = Tr
     for term in terms:
         if not (isinstance(term, tuple) and len(term) == 3 and isinstance(term[0], str) and callable(term[2])):
             raise TypeError("weighted_sum: each term must be a (layer name, weight, callable) tuple")
-        if isinstance(term[1], bool) or not isinstance(term[1], numbers.Real):
+        if not is_real(term[1]):
             raise TypeError(f"weighted_sum: the weight of layer {term[0]!r} must be a real number")
     return Objective(terms, static)
 

@@ -6,13 +6,13 @@ when the objective is built: nothing is read back to the host while the dream ru
 """
 from __future__ import annotations
 
-import numbers
 from typing import TYPE_CHECKING, Optional
 
 import torch
 
+from .._checks import check_choice, check_int, check_tensor
 from ..options import CHANNEL_MODES
-from .basic import BASES, PerDevice, PerLayer, Terms, check_tensor
+from .basic import BASES, PerDevice, PerLayer, Terms
 
 if TYPE_CHECKING:
     from .compose import Context, ObjectivePlan
@@ -34,11 +34,10 @@ def select_channels(acts: torch.Tensor, mode: str, count: int) -> torch.Tensor:
         int64 Tensor[B, count] on ``acts``' device, each row ordered as described (ties broken
         by ``torch.topk``).
     """
-    check_tensor("select_channels", "acts", acts, 4, "Tensor[B, C, h, w]")
-    if not isinstance(mode, str) or mode not in CHANNEL_MODES:
-        raise ValueError(f"select_channels: mode must be one of {CHANNEL_MODES}, got {mode!r}")
-    if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-        raise TypeError(f"select_channels: count must be an int, got {type(count).__name__}")
+    fn = "select_channels"
+    check_tensor(fn, "acts", acts, dims=4, shape="Tensor[B, C, h, w]")
+    check_choice(fn, "mode", mode, CHANNEL_MODES)
+    count = check_int(fn, "count", count)
     channels = acts.shape[1]
     if not 1 <= count <= channels:
         raise ValueError(f"select_channels: count must be in [1, {channels}] (the layer's channels), got {count}")
@@ -62,13 +61,12 @@ def channel_objective(index: torch.Tensor, base: str = "l2") -> PerLayer:
     Returns:
         ``objective(a)`` for a = Tensor[B, C, h, w]: ``sum_b base(a[b, index[b]])``.
     """
-    check_tensor("channel_objective", "index", index, 2, "Tensor[B, k]")
+    check_tensor("channel_objective", "index", index, dims=2, shape="Tensor[B, k]")
     if index.dtype.is_floating_point or index.dtype.is_complex or index.dtype == torch.bool:
         raise TypeError(f"channel_objective: index must be an integer tensor, got {index.dtype}")
     if index.numel() == 0:
         raise ValueError(f"channel_objective: index is empty, shape {list(index.shape)}")
-    if not isinstance(base, str) or base not in BASES:
-        raise ValueError(f"channel_objective: base must be one of {tuple(BASES)}, got {base!r}")
+    check_choice("channel_objective", "base", base, tuple(BASES))
     if int(index.min()) < 0:
         raise ValueError(f"channel_objective: index must be >= 0, got {int(index.min())}")
     largest = int(index.max())

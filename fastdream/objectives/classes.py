@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
+from .._checks import check_int
 from .basic import PerDevice, PerLayer, Terms
 
 if TYPE_CHECKING:
@@ -124,10 +125,7 @@ def class_objective(indices: Sequence[int]) -> PerLayer:
     if not indices:
         raise ValueError("class_objective: indices must hold at least one class index")
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            raise TypeError(f"class_objective: indices must be ints, got {type(i).__name__}")
-        if i < 0:
-            raise ValueError(f"class_objective: indices must be >= 0, got {i}")
+        check_int("class_objective", "indices[i]", i, 0)
     chosen = PerDevice(torch.tensor([int(i) for i in indices], dtype=torch.int64))
     largest = max(indices)
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Optional
 import torch
 
 from .._convert import to_float01
-from .basic import PerDevice, PerLayer, Terms, check_tensor
+from .._checks import check_tensor
+from .basic import PerDevice, PerLayer, Terms
 
 if TYPE_CHECKING:
     from .compose import Context, ObjectivePlan
@@ -36,9 +37,8 @@ def guided_objective(guide_acts: torch.Tensor) -> PerLayer:
         dream grows what the guide image shows. The best matches are found without autograd, in
         blocks of at most 2**24 scores, so the memory stays bounded for large layers.
     """
-    check_tensor("guided_objective", "guide_acts", guide_acts, 4, "Tensor[1 or B, C, h, w]")
-    if not guide_acts.is_floating_point():
-        raise TypeError(f"guided_objective: guide_acts must be a floating-point tensor, got {guide_acts.dtype}")
+    check_tensor("guided_objective", "guide_acts", guide_acts, dims=4, shape="Tensor[1 or B, C, h, w]",
+                 floating=True)
     if guide_acts.shape[0] == 0 or guide_acts.shape[2] * guide_acts.shape[3] == 0:
         raise ValueError(f"guided_objective: guide_acts is empty, shape {list(guide_acts.shape)}")
     guide = PerDevice(guide_acts.detach().float().flatten(2).contiguous())  # [G, C, N']
