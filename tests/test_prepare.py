@@ -1,4 +1,5 @@
 """prepare_for_dreaming: any traceable module, same taps and input gradients, the module untouched."""
+import copy
 import warnings
 
 import pytest
@@ -262,7 +263,7 @@ class _OffsetConv(nn.Conv2d):
 def test_fold_of_a_convolution_subclass_is_checked_on_the_cpu_in_float32(offset):
     # float64 stands for what the check must not run in (on a GPU: cuDNN's TF32, which misses the
     # bound on most of EfficientNet-Lite0's folds); the check runs in float32 on the CPU
-    model = _randomise_batchnorm(nn.Sequential(_OffsetConv(3, 5, 3, offset=offset), nn.BatchNorm2d(5), nn.ReLU(),
+    model = randomise_batchnorm(nn.Sequential(_OffsetConv(3, 5, 3, offset=offset), nn.BatchNorm2d(5), nn.ReLU(),
                                                nn.Conv2d(5, 4, 3))).double().eval()
     before = copy.deepcopy(model.state_dict())
     prepared = prepare_for_dreaming(model, ["3"])
