@@ -254,6 +254,10 @@ class FlowFeedback:
     """
 
     def __init__(self, blend: float, *, carry: str = "detail", preset: str = FLOW_PRESET):
+        if isinstance(blend, bool) or not isinstance(blend, (int, float)):
+            raise TypeError(f"FlowFeedback: blend must be a real number, got {type(blend).__name__}")
+        if not 0.0 < blend < 1.0:
+            raise ValueError(f"FlowFeedback: blend must be in (0, 1), got {blend!r}")
         if carry not in ("detail", "frame"):
             raise ValueError(f"FlowFeedback: carry must be 'detail' or 'frame', got {carry!r}")
         self._flow = DISFlow(preset)

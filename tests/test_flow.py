@@ -201,6 +201,12 @@ def test_feedback_starts_afresh_at_a_scene_cut():
 def test_feedback_rejects_bad_arguments():
     with pytest.raises(ValueError, match="carry must be 'detail' or 'frame'"):
         FlowFeedback(0.5, carry="dream")
+    for blend in (0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"FlowFeedback: blend must be in \(0, 1\)"):
+            FlowFeedback(blend)
+    for blend in ("0.5", True):
+        with pytest.raises(TypeError, match="FlowFeedback: blend must be a real number"):
+            FlowFeedback(blend)
     with pytest.raises(ValueError, match="FlowFeedback: optical flow needs frames of at least 8 px"):
         FlowFeedback(0.5).input_for(torch.rand(1, 3, 6, 40))  # refused at the first frame
 
@@ -243,7 +249,9 @@ def test_stream_with_flow_is_the_feedback_loop(d):
     """``stream(flow=True)`` = dream frame 0 alone, then each input from ``FlowFeedback``, frame k
     seeded ``seed + k``; the first frame is exactly the plain call's."""
     frames = pan(3)
+    kept = [f.clone() for f in frames]
     outs = list(d.stream(frames, blend=0.6, flow=True, seed=4))
+    assert all(torch.equal(f, k) for f, k in zip(frames, kept))  # the caller's frames are left as they were
     assert all(o.dtype == torch.uint8 and o.shape == (3, *stream_record.SIZE) for o in outs)
     assert torch.equal(outs[0], d(frames[0], seed=4))
     feedback = FlowFeedback(0.6)
