@@ -226,6 +226,13 @@ def test_concurrent_mixed_sizes_all_answered(server):
         assert json.load(response)["status"] == "ok"
 
 
+def test_ctrl_c_stops_quietly(server):
+    """Last of the server's tests: Ctrl-C ends it with exit code 0 and one line on stderr."""
+    server.stop()
+    assert server.process.returncode == 0
+    assert server.stderr_path.read_text() == "stopping\n" and len(server.stdout) == 1
+
+
 # --- the command line: address errors before Ray starts ------------------------------------------
 
 
