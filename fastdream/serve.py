@@ -31,11 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import errno
+import io
 import logging
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -302,18 +306,37 @@ def serve_forever(args, options: dict) -> int:
         app = build_app(options, limits=limits, max_batch_size=args.max_batch_size, max_side=args.max_side)
         serve.run(app, name="fastdream", route_prefix="/")
         url = _url(args.host, args.port, local=True)
-        if not _wait_until_served(url):
+        # Through Ray Client (ray://) this process is off the cluster: no proxy here to ask.
+        if not str(args.ray).startswith("ray://") and not _wait_until_served(url):
             print(f"fastdream: error: the server did not answer at {url}; see Ray's logs "
                   "(/tmp/ray/session_latest/logs/serve)", file=sys.stderr)
             return 1
-        print(f"ready at {_url(args.host, args.port)} (POST an image; Ctrl-C stops)", flush=True)
+        where = " on the cluster's nodes" if str(args.ray).startswith("ray://") else ""
+        print(f"ready at {_url(args.host, args.port)}{where} (POST an image; Ctrl-C stops)", flush=True)
+        _wait_for_ctrl_c()
+        print("stopping", file=sys.stderr)
+        return 0
+    finally:
+        # Ray's driver prints the errors its shutdown provokes ("(raylet) Task
+        # ServeController.graceful_shutdown failed ...") to sys.stdout from a thread; they stay
+        # in the raylet's and Serve's logs, not the terminal.
+        with contextlib.redirect_stdout(io.StringIO()):
+            serve.shutdown()
+            if started:
+                ray.shutdown()
+
+
+def _wait_for_ctrl_c() -> None:
+    """Returns at the first SIGINT, and leaves the handler that absorbs more in place until the
+    process ends: a second Ctrl-C (or the same signal sent to the process and its group, as
+    ``timeout`` does) must not cut Serve's and Ray's shutdown short."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
-            print("stopping", file=sys.stderr)
-        return 0
-    finally:
-        serve.shutdown()
-        if started:
-            ray.shutdown()
+            return
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    while not stop.wait(1.0):
+        pass
