@@ -262,7 +262,7 @@ class Engine:
             if any(p.device != device for p in model.parameters()):
                 model = copy.deepcopy(model).to(device)
         # Built-in and user modules alike: traced, truncated, BN folded, in place, channels_last
-        # (docs/architecture.md, "Models"); a module that does not trace runs as it is.
+        # (docs/architecture.md, "Models"), per input shape or on prepared blocks where fx cannot.
         model = prepare_for_dreaming(model, self.tapped)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
         prepared = Prepared(model, self.tapped, mean, std, device, dtype)
