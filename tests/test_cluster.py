@@ -70,11 +70,12 @@ def test_ray_matches_single_process(ray_local, folder, tmp_path, capsys, batch):
 def test_resume_skips_existing(ray_local, folder, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "img1.png").write_bytes(b"kept")
+    Image.new("RGB", (4, 3), (1, 2, 3)).save(out / "img1.png")  # a complete image: kept
+    kept = (out / "img1.png").read_bytes()
     code = cli.main(["dream", str(folder), "-o", str(out), *FAST, "--ray", "--resume"])
     assert code == 1
     assert "skipped 1 image" not in capsys.readouterr().err  # --quiet
-    assert (out / "img1.png").read_bytes() == b"kept"
+    assert (out / "img1.png").read_bytes() == kept
     assert sorted(outputs(out)) == [f"img{i}.png" for i in range(5)]
     assert cli.main(["dream", str(folder), "-o", str(out), *FAST, "--ray"]) == 1  # exists, no --resume
     assert "outputs exist" in capsys.readouterr().err
@@ -86,11 +87,12 @@ def test_dream_folder_is_the_command_line_run(ray_local, folder, tmp_path):
     report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
     assert sorted(name for name, _ in report.failed) == [str(folder / "a_tiny.png"), str(folder / "bad.png")]
     assert outputs(out) == expected
-    (out / "img1.png").write_bytes(b"mine")
+    Image.new("RGB", (4, 3), (1, 2, 3)).save(out / "img1.png")
+    mine = (out / "img1.png").read_bytes()
     with pytest.raises(FileExistsError, match="outputs exist"):  # before anything is dreamed
         dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
     report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3, resume=True)
-    assert report.written == [] and (out / "img1.png").read_bytes() == b"mine"  # kept
+    assert report.written == [] and (out / "img1.png").read_bytes() == mine  # kept
     assert len(report.failed) == 2  # bad.png and a_tiny.png have no output: tried again
 
 
