@@ -30,6 +30,7 @@ import torch.nn as nn
 import fastdream
 from fastdream._reference import dream_reference
 from fastdream.models import LayerTap, get_spec
+from fastdream.models.prepare import prepare_for_dreaming
 from fastdream.objectives import layer_terms, weighted_sum
 from fastdream.octaves import octave_sizes, shift_table
 
@@ -66,7 +67,7 @@ def run_case(name: str, layer: str, size: int, device: torch.device, repeats: in
     module = user_module(name).to(device)
     builtin = fastdream.Dreamer(name, layer, weights=weights, **options)
     user = fastdream.Dreamer(module, layer, normalize=(spec.mean, spec.std), **options)
-    traced = type(user._engine.prepare(device).model).__name__ != type(module).__name__
+    traced = prepare_for_dreaming(module, [layer]) is not module
 
     module.eval()  # the peers' loop: the module as it is, eval mode
     tap = LayerTap(module, [layer])

@@ -68,10 +68,6 @@ class Report:
     written: List[str] = field(default_factory=list)
     failed: List[Tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def total(self) -> int:
-        return len(self.written) + len(self.failed)
-
 
 # --- planning: the single-process path's batches and seeds ----------------------------------------
 
