@@ -11,7 +11,7 @@ import torch.nn as nn
 import fastdream
 from fastdream import dream_cache
 from fastdream.dreamer import DREAMERS
-from fastdream.errors import NonFiniteError
+from fastdream import NonFiniteError
 from fastdream.options import OptionError, Options
 
 FAST = dict(octaves=2, iterations=2, jitter=2, precision="fp32", seed=0, min_size=16)
