@@ -12,7 +12,9 @@ Environment switches:
                                  0: pure-Python install, no compiler needed.
   FASTDREAM_BUILD_CUDA=auto|0|1  auto (default): build the CUDA kernels iff nvcc is found (CUDA_HOME,
                                  CUDA_PATH, PATH, /usr/local/cuda); if nvcc fails, warn and build the
-                                 CPU kernels alone. 1: nvcc must be found and must succeed. 0: skip.
+                                 CPU kernels alone. 1: nvcc must be found and must succeed, and so must
+                                 the C++ build and the link (1 implies FASTDREAM_BUILD_EXT=1: a CUDA
+                                 build that falls back to pure Python is no CUDA build). 0: skip.
   FASTDREAM_CUDA_ARCHS="75;80;86;89;90+PTX"
                                  the SASS targets (and which one also gets PTX); archs this nvcc does
                                  not know (nvcc --list-gpu-arch) are dropped with a note.
@@ -186,7 +188,7 @@ class BuildExt(Pybind11BuildExt):
         except CudaBuildError:
             raise
         except Exception as error:  # noqa: BLE001 - any compiler failure, reported below
-            if BUILD_EXT == "1":
+            if BUILD_EXT == "1" or BUILD_CUDA == "1":
                 raise
             RECORD["extension"], RECORD["extension_reason"] = "failed", f"the C++ build failed: {_short(error)}"
             RECORD["cuda"], RECORD["cuda_reason"] = "skipped", "no extension built"

@@ -6,9 +6,16 @@
 //  1. abs_sum_kernel, grid (parts, images): each block sums |grad| over a grid-stride slice of its
 //     image in double and writes one partial to workspace[b * parts + blockIdx.x]. An image is C*H*W
 //     contiguous values in both NCHW and NHWC, so this pass ignores the layout and loads 4-wide.
-//  2. step_kernel, grid (blocks_x, images): each block first adds its image's `parts` partials in a
-//     fixed order (deterministic, the same in every block), forms s_b (step_scale.h),
-//     then applies the fused unroll + step + clip, 4-wide on img when W and the pointers allow it.
+//  2. grid (blocks_x, images): each block first adds its image's `parts` partials in a fixed order
+//     (deterministic, the same in every block) and forms s_b (step_scale.h, image_scale below), then
+//     applies the fused unroll + step + clip:
+//     - NCHW gradient, step_kernel: one thread per VEC consecutive values of a row of one channel,
+//       4-wide on img (and on grad where the shift keeps it aligned) when W and the pointers allow it;
+//     - NHWC gradient (channels_last models, the usual case), step_nhwc_kernel: one thread per pixel,
+//       all C channels: it reads the pixel's C contiguous gradient values and writes one float to each
+//       of img's C planes, so neighbouring threads read neighbouring gradient bytes and write
+//       neighbouring floats of each plane (walking NCHW order instead, each thread would read one
+//       value every C, and each gradient sector would be fetched C times once past the L2).
 #include "cuda_common.cuh"
 #include "kernels.h"
 #include "step_scale.h"
@@ -76,26 +83,40 @@ __device__ __forceinline__ float clip(float v, float lo, float hi) {
   return v > hi ? hi : v;
 }
 
-template <typename G, bool kChannelsLast, typename index_t, int VEC>
+// What a block needs of image b: its pointers, its shifts wrapped into [0, H) x [0, W), and s_b, the
+// same in every thread of the block: pass 1's `parts` partials of the image added in a fixed order
+// (each thread its strided share in order, then the block's fixed tree).
+template <typename G, typename index_t>
+struct StepImage {
+  float* img;
+  const G* grad;
+  index_t dy, dx;
+  float scale;
+};
+
+template <typename G, typename index_t>
+__device__ __forceinline__ StepImage<G, index_t> step_image(const StepParams& p, int64_t b, int parts,
+                                                            double* shared, float* scale_shared) {
+  const int64_t per_image = p.channels * p.height * p.width;
+  double sum = 0.0;
+  for (int k = threadIdx.x; k < parts; k += blockDim.x) sum += p.workspace[b * parts + k];
+  sum = block_sum(sum, shared);
+  if (threadIdx.x == 0) *scale_shared = step_scale(sum, per_image, p.step_size);
+  __syncthreads();
+  return {p.img + b * per_image, static_cast<const G*>(p.grad) + b * per_image,
+          static_cast<index_t>(cuda::wrap64(p.shifts[2 * b], p.height)),
+          static_cast<index_t>(cuda::wrap64(p.shifts[2 * b + 1], p.width)), *scale_shared};
+}
+
+template <typename G, typename index_t, int VEC>
 __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams p, int parts) {
   __shared__ double shared[kThreads / 32];
   __shared__ float scale_shared;
   const cuda::ImageWalk<index_t, VEC> walk(p.channels, p.height, p.width);
-  const index_t C = walk.C, H = walk.H, W = walk.W;
-  const int64_t per_image = p.channels * p.height * p.width;
+  const index_t H = walk.H, W = walk.W;
   const bool grad_vec_ok = cuda::aligned(p.grad, VEC * sizeof(G));
   for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
-    // finish the reduction of pass 1 in a fixed order
-    double sum = 0.0;
-    for (int k = threadIdx.x; k < parts; k += blockDim.x) sum += p.workspace[b * parts + k];
-    sum = block_sum(sum, shared);
-    if (threadIdx.x == 0) scale_shared = step_scale(sum, per_image, p.step_size);
-    __syncthreads();
-    const float scale = scale_shared;
-    const index_t dy = static_cast<index_t>(cuda::wrap64(p.shifts[2 * b], p.height));
-    const index_t dx = static_cast<index_t>(cuda::wrap64(p.shifts[2 * b + 1], p.width));
-    float* img = p.img + b * per_image;
-    const G* grad = static_cast<const G*>(p.grad) + b * per_image;
+    const auto [img, grad, dy, dx, scale] = step_image<G, index_t>(p, b, parts, shared, &scale_shared);
     for (index_t i = blockIdx.x * blockDim.x + threadIdx.x; i < walk.vectors; i += gridDim.x * blockDim.x) {
       index_t c, y, x0;
       walk.locate(i, c, y, x0);
@@ -104,22 +125,13 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams p, int 
       index_t xs = x0 + dx;
       if (xs >= W) xs -= W;
       float g[VEC];
-      if constexpr (!kChannelsLast) {
-        const G* grow = grad + (c * H + ys) * W;
-        if (VEC > 1 && grad_vec_ok && xs % VEC == 0) {
-          load_vec<G, VEC>(grow + xs, g);
-        } else {
-#pragma unroll
-          for (int k = 0; k < VEC; ++k) {
-            g[k] = cuda::to_float(grow[xs]);
-            if (++xs == W) xs = 0;
-          }
-        }
+      const G* grow = grad + (c * H + ys) * W;
+      if (VEC > 1 && grad_vec_ok && xs % VEC == 0) {
+        load_vec<G, VEC>(grow + xs, g);
       } else {
-        const G* grow = grad + ys * W * C + c;
 #pragma unroll
         for (int k = 0; k < VEC; ++k) {
-          g[k] = cuda::to_float(grow[xs * C]);
+          g[k] = cuda::to_float(grow[xs]);
           if (++xs == W) xs = 0;
         }
       }
@@ -130,6 +142,34 @@ __global__ void __launch_bounds__(kThreads) step_kernel(const StepParams p, int 
 #pragma unroll
       for (int k = 0; k < VEC; ++k) v.v[k] = clip(__fadd_rn(v.v[k], __fmul_rn(g[k], scale)), lo, hi);
       *out = v;
+    }
+    __syncthreads();  // scale_shared is rewritten for the next image
+  }
+}
+
+template <typename G, typename index_t>
+__global__ void __launch_bounds__(kThreads) step_nhwc_kernel(const StepParams p, int parts) {
+  __shared__ double shared[kThreads / 32];
+  __shared__ float scale_shared;
+  const index_t C = static_cast<index_t>(p.channels), H = static_cast<index_t>(p.height),
+                W = static_cast<index_t>(p.width);
+  const index_t pixels = H * W;
+  for (int64_t b = blockIdx.y; b < p.batch; b += gridDim.y) {
+    const auto [img, grad, dy, dx, scale] = step_image<G, index_t>(p, b, parts, shared, &scale_shared);
+    for (index_t i = blockIdx.x * blockDim.x + threadIdx.x; i < pixels; i += gridDim.x * blockDim.x) {
+      const index_t y = i / W, x = i - y * W;
+      index_t ys = y + dy;
+      if (ys >= H) ys -= H;
+      index_t xs = x + dx;
+      if (xs >= W) xs -= W;
+      const G* g = grad + (ys * W + xs) * C;  // the pixel's C channels, contiguous
+      float* out = img + i;                   // channel c at out[c * pixels]
+      for (index_t c = 0; c < C; ++c) {
+        const float lo = p.lo[p.bounds_per_channel ? c : 0];
+        const float hi = p.hi[p.bounds_per_channel ? c : 0];
+        const float v = out[c * pixels];
+        out[c * pixels] = clip(__fadd_rn(v, __fmul_rn(cuda::to_float(g[c]), scale)), lo, hi);
+      }
     }
     __syncthreads();  // scale_shared is rewritten for the next image
   }
@@ -149,17 +189,18 @@ cudaError_t launch(const StepParams& p, cudaStream_t stream, int device) {
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
 
-  const bool vec = p.width % 4 == 0 && cuda::aligned(p.img, 16);
   const bool small = per_image < (int64_t{1} << 30);
-  const dim3 grid(cuda::blocks_per_image(per_image / (vec ? 4 : 1), p.batch, device), cuda::grid_images(p.batch));
-#define FASTDREAM_STEP_LAUNCH(CL, INDEX, VEC) step_kernel<G, CL, INDEX, VEC><<<grid, kThreads, 0, stream>>>(p, parts)
   if (p.grad_channels_last) {
-    if (small) { if (vec) FASTDREAM_STEP_LAUNCH(true, int32_t, 4); else FASTDREAM_STEP_LAUNCH(true, int32_t, 1); }
-    else { if (vec) FASTDREAM_STEP_LAUNCH(true, int64_t, 4); else FASTDREAM_STEP_LAUNCH(true, int64_t, 1); }
-  } else {
-    if (small) { if (vec) FASTDREAM_STEP_LAUNCH(false, int32_t, 4); else FASTDREAM_STEP_LAUNCH(false, int32_t, 1); }
-    else { if (vec) FASTDREAM_STEP_LAUNCH(false, int64_t, 4); else FASTDREAM_STEP_LAUNCH(false, int64_t, 1); }
+    const dim3 grid(cuda::blocks_per_image(p.height * p.width, p.batch, device), cuda::grid_images(p.batch));
+    if (small) step_nhwc_kernel<G, int32_t><<<grid, kThreads, 0, stream>>>(p, parts);
+    else step_nhwc_kernel<G, int64_t><<<grid, kThreads, 0, stream>>>(p, parts);
+    return cudaGetLastError();
   }
+  const bool vec = p.width % 4 == 0 && cuda::aligned(p.img, 16);
+  const dim3 grid(cuda::blocks_per_image(per_image / (vec ? 4 : 1), p.batch, device), cuda::grid_images(p.batch));
+#define FASTDREAM_STEP_LAUNCH(INDEX, VEC) step_kernel<G, INDEX, VEC><<<grid, kThreads, 0, stream>>>(p, parts)
+  if (small) { if (vec) FASTDREAM_STEP_LAUNCH(int32_t, 4); else FASTDREAM_STEP_LAUNCH(int32_t, 1); }
+  else { if (vec) FASTDREAM_STEP_LAUNCH(int64_t, 4); else FASTDREAM_STEP_LAUNCH(int64_t, 1); }
 #undef FASTDREAM_STEP_LAUNCH
   return cudaGetLastError();
 }

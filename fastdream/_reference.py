@@ -105,6 +105,37 @@ def resize_add_ref(img: torch.Tensor, detail: torch.Tensor, size: Sequence[int])
     return base, base + resize_ref(detail, size)
 
 
+def warp_ref(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Twin of ``flow.warp``: bilinear gather at ``p + flow(p)`` in pixel coordinates, in float64.
+
+    Args:
+        image: floating Tensor[B, C, H, W].
+        flow: floating Tensor[B, 2, H, W], (dx, dy) in pixels.
+
+    Returns:
+        Tensor[B, C, H, W] of ``image``'s dtype: ``out[b, :, y, x] = image[b, :, y + dy, x + dx]``
+        interpolated between the four nearest pixels, positions clamped into the frame first.
+    """
+    batch, channels, height, width = image.shape
+    src = image.double().reshape(batch, channels, height * width)
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64, device=image.device),
+                            torch.arange(width, dtype=torch.float64, device=image.device), indexing="ij")
+    px = (xs + flow[:, 0].double()).clamp(0, width - 1)
+    py = (ys + flow[:, 1].double()).clamp(0, height - 1)
+    x0, y0 = px.floor(), py.floor()
+    wx, wy = (px - x0)[:, None], (py - y0)[:, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=width - 1), (y0 + 1).clamp(max=height - 1)
+
+    def at(yy, xx):
+        index = (yy * width + xx).reshape(batch, 1, height * width).expand(-1, channels, -1)
+        return src.gather(2, index).reshape(batch, channels, height, width)
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    return (top * (1 - wy) + bottom * wy).to(image.dtype)
+
+
 def dream_reference(
     image: torch.Tensor,
     features: Callable[[torch.Tensor], Dict[str, torch.Tensor]],

@@ -159,6 +159,7 @@ class Dreamer:
         frames: Iterable[torch.Tensor],
         *,
         blend: float = 0.0,
+        flow: bool = False,
         seed: Optional[int] = None,
         progress: Optional[bool] = None,
     ) -> Iterator[torch.Tensor]:
@@ -168,11 +169,30 @@ class Dreamer:
         ``(1 - blend)·frame_k + blend·dreamed_{k-1}``. ``seed``: frame ``k`` uses ``seed + k``
         (``None``: the Dreamer's ``seed``, or fresh randomness where it has none).
         The model, its preparation and (on GPUs) its buffers are reused across frames.
+
+        ``flow=True`` (needs ``blend`` > 0 and OpenCV, the ``[video]`` extra): the previous frame's
+        dreamed detail (``dreamed_{k-1} - frame_{k-1}``) is moved along the optical flow from frame
+        ``k-1`` to frame ``k`` and added to frame ``k`` with weight ``blend`` where the flow is
+        reliable, so the patterns move with the scene instead of ghosting; occluded pixels, pixels
+        from outside the frame and motion boundaries get the frame alone, and a frame with too few
+        reliable pixels (a scene cut) starts afresh (``fastdream.flow``). The flow runs on the CPU,
+        the warp and the blend on the compute device.
         """
         blend = check_real("blend", blend, at_least=0.0)
         if blend >= 1.0:
             raise OptionError("{0} must be in [0, 1), got {blend}", "blend", blend=blend)
+<<<<<<< HEAD
         seed, progress = self._engine.call_defaults(seed, progress)
+=======
+        if check_bool("flow", flow) and blend == 0.0:
+            raise OptionError("{0} moves the previous dreamed frame into the next: it needs {1} > 0, got 0",
+                              "flow", "blend")
+        seed = check_seed("seed", seed)
+        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        if flow:
+            yield from self._stream_flow(frames, blend, seed, progress)
+            return
+>>>>>>> main
         previous = None
         with progress_bar(progress, "frames", "frame") as bar:
             for k, frame in enumerate(frames):
@@ -191,6 +211,33 @@ class Dreamer:
                 if bar is not None:
                     bar(1)
                 yield out
+
+    def _stream_flow(self, frames, blend: float, seed: Optional[int], progress: bool) -> Iterator[torch.Tensor]:
+        """``stream(flow=True)``: the feedback warped along the optical flow (``fastdream.flow``);
+        the previous frame and its dream stay in float32 on the compute device."""
+        from .flow import FlowFeedback
+
+        feedback = FlowFeedback(blend)  # raises ImportError naming the extra without OpenCV
+        shape = None
+        with progress_bar(progress, "frames", "frame") as bar:
+            for k, frame in enumerate(frames):
+                check_image(frame)
+                if shape is not None and frame.shape != shape:
+                    raise ValueError(
+                        f"frames must all have one shape: frame {k} is {list(frame.shape)}, the first was {list(shape)}"
+                    )
+                shape = frame.shape
+                batch = frame if frame.dim() == 4 else frame.unsqueeze(0)
+                current = to_float01(batch, self._engine.device_for(frame))
+                source, grey = feedback.input_for(current)
+                # the frame alone (first frame, scene cut): ``current`` is the float the engine
+                # would make of it, so the result is the plain call's
+                dreamed = self._engine.dream(current if source is None else source, seed_for(seed, k), False)
+                feedback.dreamed(current, grey, dreamed)
+                out = to_dtype_like(dreamed, frame.dtype).to(frame.device)
+                if bar is not None:
+                    bar(1)
+                yield out if frame.dim() == 4 else out.squeeze(0)
 
     def check(self, image: torch.Tensor) -> None:
         """Raise the ``TypeError``/``ValueError`` that dreaming ``image`` would raise for the image

@@ -30,7 +30,12 @@ Eager instead of a graph: tiled octaves (a host-side grid offset per iteration a
 forwards: not one fixed sequence of kernels), CPU tensors, and any key whose capture raised (a
 model or objective that reads the host, ``objective(...).item()``, list indexing that copies an
 index to the device, ...): that key is remembered and runs eagerly from then on, and
-``FallbackNotice`` says why in one ``RuntimeWarning`` per Dreamer.
+``FallbackNotice`` says why in one ``RuntimeWarning`` per Dreamer. Running out of memory during
+the capture is not such a failure: ``torch.cuda.OutOfMemoryError`` is raised as it is (the
+engine's out-of-memory retry dreams the call again in tiles) and the key is not marked.
+
+The capture is thread-local (``capture_error_mode="thread_local"``): other threads may allocate
+and synchronise while it runs.
 
 Caveats (the static tensors are addressed by pointer): the parameters of the model must stay where
 they are (the key holds their addresses, so moving or replacing them makes a new key), and
@@ -130,6 +135,16 @@ class _Graph:
     keep: tuple  # what the graph reads by address and must outlive it (the objective)
 
 
+def _out_of_memory(exc: BaseException) -> Optional[BaseException]:
+    """The ``torch.cuda.OutOfMemoryError`` that ``exc`` is or was raised while handling, or None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def weights_signature(model: Optional[nn.Module]) -> tuple:
     """Addresses, dtypes and shapes of a model's parameters and buffers: a graph reads them by
     address, so a model whose tensors moved (``.to()``, replaced parameters) gets a new key."""
@@ -191,14 +206,19 @@ class GraphStepper(Stepper):
 
     def _capture(self, fn: Callable[[], None]):
         """A graph of ``fn``'s work, captured into the cache's pool (autocast's weight cache off:
-        a cast cached during capture would live in the pool and be freed behind the graph)."""
+        a cast cached during capture would live in the pool and be freed behind the graph).
+
+        ``capture_error_mode="thread_local"``: in the default "global" mode a blocking CUDA call of
+        any other thread during the capture (the server's encode thread, ``dream_many``'s read-ahead
+        building CUDA tensors: a cudaMalloc, a sync) fails it; only this thread's calls must be
+        capture-safe, and the iteration's are."""
         if self.cache.pool is None:
             self.cache.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         cache_enabled = torch.is_autocast_cache_enabled()
         torch.set_autocast_cache_enabled(False)
         try:
-            with torch.cuda.graph(graph, pool=self.cache.pool):
+            with torch.cuda.graph(graph, pool=self.cache.pool, capture_error_mode="thread_local"):
                 fn()
         finally:
             torch.set_autocast_cache_enabled(cache_enabled)
@@ -246,7 +266,12 @@ class GraphStepper(Stepper):
                 start = WARMUP
                 try:
                     entry.graph = self._capture(lambda: self.iteration(entry.x, entry.shifts))
-                except Exception as exc:  # noqa: BLE001 - any failure to capture means eager
+                except Exception as exc:  # noqa: BLE001 - any other failure to capture means eager
+                    oom = _out_of_memory(exc)
+                    if oom is exc:  # not the key's fault: the engine retries the call in tiles (tiled
+                        raise       # octaves run eagerly); the shape may capture later, with more memory
+                    if oom is not None:  # ending the capture after it raised another error
+                        raise torch.cuda.OutOfMemoryError(str(oom)) from exc
                     reason = f"{type(exc).__name__}: {exc}".strip()
                     self.cache.mark_failed(key, reason)
                     self.notice.warn(reason)

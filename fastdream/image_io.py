@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # imported where used: the command line checks paths before i
     from PIL import Image
 
 __all__ = [
+    "IMAGE_FORMATS",
     "IMAGE_SUFFIXES",
     "load_image",
     "save_image",
@@ -41,8 +42,8 @@ __all__ = [
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# Suffix (lower case) -> Pillow format name, for every format save_image writes.
-_FORMATS = {
+#: Suffix (lower case) -> Pillow format name, for every format :func:`save_image` writes.
+IMAGE_FORMATS = {
     ".bmp": "BMP",
     ".jpeg": "JPEG",
     ".jpg": "JPEG",
@@ -58,7 +59,7 @@ _GREY_FORMATS = {"BMP", "JPEG", "PNG", "TIFF"}
 
 #: Lower-case file suffixes that count as images when a folder is scanned; the same set
 #: :func:`save_image` can write. (:func:`load_image` itself reads anything Pillow decodes.)
-IMAGE_SUFFIXES = tuple(sorted(_FORMATS))
+IMAGE_SUFFIXES = tuple(sorted(IMAGE_FORMATS))
 
 _WHITE = (255, 255, 255)
 #: Names of the bundled sample photos (:func:`sample_image`), the default first.
@@ -213,21 +214,21 @@ def encode_image(image: torch.Tensor, suffix: str = ".png") -> bytes:
     """``image`` as :func:`save_image` would write it to a file with this ``suffix`` (``.png``,
     ``.jpg`` …), as bytes (an HTTP answer, an object store)."""
     key = suffix.lower() if suffix.startswith(".") else "." + suffix.lower()
-    if key not in _FORMATS:
+    if key not in IMAGE_FORMATS:
         raise ValueError(f"encode_image: unknown suffix {suffix!r}; supported suffixes: {', '.join(IMAGE_SUFFIXES)}")
     buffer = io.BytesIO()
-    _encode(_to_uint8_hwc(image, "encode_image"), _FORMATS[key], buffer)
+    _encode(_to_uint8_hwc(image, "encode_image"), IMAGE_FORMATS[key], buffer)
     return buffer.getvalue()
 
 
 def _format_for(name: str) -> str:
     suffix = os.path.splitext(name)[1].lower()
-    if suffix not in _FORMATS:
+    if suffix not in IMAGE_FORMATS:
         raise ValueError(
             f"save_image: cannot tell the image format from {name!r} "
             f"(suffix {suffix or 'missing'!r}); supported suffixes: {', '.join(IMAGE_SUFFIXES)}"
         )
-    return _FORMATS[suffix]
+    return IMAGE_FORMATS[suffix]
 
 
 def save_image(image: torch.Tensor, path: PathLike, *, overwrite: bool = False) -> pathlib.Path:

@@ -29,7 +29,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _extension, _reference, resize
+from . import _extension, _reference, _scratch, resize
 from ._checks import check_per_channel, check_real, check_size, check_tensor, describe, type_name
 from .backends import CPU_EXTENSION, CUDA, select_backend
 
@@ -251,17 +251,19 @@ def normalized_step_(
 
     C = _compiled(device)
     if C is not None:
-        extra = {}
-        if device.type == "cuda":  # room for the per-image partial sums of |grad|
-            size = C.step_workspace_size(batch, channels, height, width)
-            extra["workspace"] = torch.empty(size, dtype=torch.float64, device=device).data_ptr()
-        _launch(
-            C, "normalized_step", device,
-            img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
-            batch=batch, channels=channels, height=height, width=width,
-            grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
-            step_size=step_size, lo=lo_values, hi=hi_values, **extra,
-        )
+        args = dict(img=img.data_ptr(), grad=grad.data_ptr(), shifts=shifts.data_ptr(),
+                    batch=batch, channels=channels, height=height, width=width,
+                    grad_dtype=_DTYPE_CODES[grad.dtype], grad_channels_last=channels_last,
+                    step_size=step_size, lo=lo_values, hi=hi_values)
+        if device.type != "cuda":
+            _launch(C, "normalized_step", device, **args)
+            return img
+        # the per-image partial sums of |grad|: a kept buffer, alive until both kernels are enqueued
+        key = _scratch.step_key(device, int(torch.cuda.current_stream(device).cuda_stream))
+        numel = C.step_workspace_size(batch, channels, height, width)
+        with _scratch.STEP.lock:
+            workspace = _scratch.STEP.get(key, numel, device)
+            _launch(C, "normalized_step", device, **args, workspace=workspace.data_ptr())
         return img
 
     with torch.no_grad():

@@ -9,7 +9,8 @@
 dreamed image, ``image/png`` (``format=jpeg``: JPEG). Per-request fields, in the query, the form
 or the JSON: ``format`` and the options of the ``algorithm`` group (``seed``, ``octaves``,
 ``octave_scale``, ``iterations``, ``step_size``, ``jitter``, ``min_size``); the server's flags
-fix everything else (model, layers, ...). ``GET /`` answers ``{"status": "ok", ...}``.
+fix everything else (model, layers, ...). ``GET /`` answers ``{"status": "ok", "fields": [...],
+"limits": {...}, ...}``.
 
 Two deployments. The ingress (``DreamIngress``, no CPU reserved, many requests at once) reads
 each body within ``--body-timeout`` (408 past it), parses and checks the fields (400), the upload
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import errno
 import logging
 import socket
@@ -40,8 +42,9 @@ import urllib.request
 from typing import List, Optional, Tuple
 
 from .batching import window_batches
-from .cluster import _connect, _decode, require_ray
-from .serve_requests import FORMATS, Limits, RequestError, check_pixels, one_line, parse_fields, read_body, split_body
+from .jobs import UsageError, build_dreamer, decode_limited, one_line
+from .ray_support import actor_dreamer_options, actor_resources, connect, require_ray
+from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, parse_fields, read_body, split_body
 
 _KEPT_DREAMERS = 4
 _TEXT = "text/plain; charset=utf-8"
@@ -73,17 +76,17 @@ class DreamIngress:
         return image, overrides, seed, fmt
 
     async def __call__(self, request):
-        from ray.serve.exceptions import BackPressureError
         from starlette.responses import JSONResponse, PlainTextResponse, Response
 
         if request.method == "GET":
-            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options)})
+            return JSONResponse({"status": "ok", "served": self.served, "options": sorted(self.options),
+                                 "fields": list(FIELD_NAMES), "limits": dataclasses.asdict(self.limits)})
         if request.method != "POST":
             return PlainTextResponse("POST an image file (GET for the status)", status_code=405)
         try:
             body = await read_body(request, self.limits)
             item = await asyncio.to_thread(
-                self._checked, request.headers.get("content-type", ""), body, dict(request.query_params))
+                self._checked, request.headers.get("content-type", ""), body, request.query_params.multi_items())
         except RequestError as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         timeout = self.limits.request_timeout_s
@@ -93,8 +96,9 @@ class DreamIngress:
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
-        except BackPressureError:
-            return PlainTextResponse("the server is busy: try again later", status_code=503)
+        except Exception as exc:  # the replica died (Ray restarts it): this request's answer only
+            return PlainTextResponse(f"dreaming failed: the model replica failed ({type(exc).__name__})",
+                                     status_code=500)
         if status != 200:
             return PlainTextResponse(payload, status_code=status)
         self.served += 1
@@ -110,13 +114,7 @@ class DreamModel:
     start-up); ``threads``: torch threads on CPUs (``None``: leave Ray's)."""
 
     def __init__(self, options: dict, max_side: Optional[int] = None, threads: Optional[int] = None):
-        import torch
-
-        if threads is not None:
-            torch.set_num_threads(threads)
-        self.options = dict(options)
-        if self.options.get("device") is None and torch.cuda.is_available():
-            self.options["device"] = "cuda"  # the replica's GPU
+        self.options = actor_dreamer_options(options, threads)  # the replica's GPU where it has one
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
         self._dreamer({})  # the server's own options are checked (and the model loaded) now
@@ -150,7 +148,7 @@ class DreamModel:
                 continue
             try:
                 dreamer = self._dreamer(overrides)
-                image = _decode(data, "upload", self.max_side)
+                image = decode_limited(data, "upload", self.max_side)
                 dreamer.check(image)
             except (ValueError, TypeError, OSError) as exc:
                 answers[i] = (400, _TEXT, one_line(exc))
@@ -202,22 +200,14 @@ def build_app(
     byte); ``max_batch_size`` requests are batched at most, waiting ``batch_wait_timeout_s`` for a
     batch to fill. ValueError when the server's own ``iterations`` or ``octaves`` exceed ``limits``.
     """
-    require_ray("fastdream.serve")
-    import ray
+    ray = require_ray("fastdream.serve")
     from ray import serve
 
     try:
         limits.check_options(options)
     except RequestError as exc:
         raise ValueError(f"the server's own options: {exc}") from None
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0
-    threads = None
-    if gpus:
-        actor = {"num_gpus": 1}
-    else:
-        import torch
-
-        actor, threads = {"num_cpus": 1}, torch.get_num_threads()
+    actor, threads, gpus = actor_resources(ray)
     model = type("DreamModel", (DreamModel,), {
         "dream": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
             DreamModel.dream
@@ -242,8 +232,6 @@ def build_app(
 def check_address(host: str, port: int, bind: bool = True) -> None:
     """UsageError (one line) for a port out of range, a host that does not resolve, or (``bind``)
     an address this machine cannot listen on or that is in use: answered before Ray starts."""
-    from .cli import UsageError
-
     if not 1 <= port <= 65535:
         raise UsageError(f"--port must be in 1..65535, got {port}")
     try:
@@ -292,25 +280,23 @@ def _quiet_ray_loggers() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_cli(args) -> int:
-    """``fastdream serve [--host H] [--port P] [limits] [dream options]``: serves until Ctrl-C."""
-    from . import cli
-
+def serve_forever(args, options: dict) -> int:
+    """``fastdream serve [--host H] [--port P] [limits] [dream options]``: serves ``Dreamer(**options)``
+    (the options the command line gave) until Ctrl-C."""
     require_ray("fastdream serve")
     if args.seed is not None:
-        raise cli.UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
+        raise UsageError("fastdream serve takes the seed per request (?seed=N), not --seed")
     check_address(args.host, args.port, bind=args.ray in (None, "local"))
     limits = Limits.from_args(args)
-    options = cli._dreamer_options(args)
     try:
         limits.check_options(options)
     except RequestError as exc:
-        raise cli.UsageError("--" + str(exc).replace("this server's limit", "the limit")) from None
-    cli._build_dreamer(args, {k: v for k, v in options.items() if k != "device"})  # checked before Ray starts
+        raise UsageError("--" + str(exc).replace("this server's limit", "the limit")) from None
+    build_dreamer(options, here=True)  # checked before Ray starts
     from ray import serve
 
     _quiet_ray_loggers()
-    ray, started = _connect(args.ray)
+    ray, started = connect(args.ray)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         app = build_app(options, limits=limits, max_batch_size=args.max_batch_size, max_side=args.max_side)

@@ -8,19 +8,17 @@ and servers").
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import binascii
 import dataclasses
-import email.parser
-import email.policy
 import io
 import json
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 from . import options as options_schema
+from .jobs import one_line
 
 FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 REQUEST_GROUP = "algorithm"
@@ -38,10 +36,6 @@ class RequestError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ------------------------------------------------------------------------------------------ limits
@@ -133,6 +127,8 @@ def _positive(kind):
 async def read_body(request, limits: Limits) -> bytes:
     """The body of a Starlette ``request``: 413 past ``max_upload_bytes`` (declared, then counted),
     408 when it has not all arrived within ``body_timeout_s``."""
+    import asyncio  # here, like email below: the command line's start-up imports this module
+
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limits.max_upload_bytes:
         raise RequestError(413, f"upload of {int(declared)} bytes is over this server's limit of "
@@ -155,12 +151,18 @@ async def read_body(request, limits: Limits) -> bytes:
                                 f"({_FLAGS['body_timeout_s']})") from None
 
 
-def split_body(content_type: str, body: bytes, query: Mapping[str, str]) -> Tuple[bytes, Dict[str, Any]]:
-    """``(image bytes, fields)`` of a request: the raw body with the query's fields, a JSON object
-    ``{"image": "<base64>", field: value, ...}``, or a multipart form with an ``image`` file part
-    and text fields. RequestError 400 naming what is wrong."""
+def split_body(content_type: str, body: bytes, query: Union[Mapping[str, str], Iterable[Tuple[str, str]]]
+               ) -> Tuple[bytes, Dict[str, Any]]:
+    """``(image bytes, fields)`` of a request: the raw body with the query's fields (a mapping or
+    ``(name, value)`` pairs), a JSON object ``{"image": "<base64>", field: value, ...}``, or a
+    multipart form with an ``image`` file part and text fields. RequestError 400 naming what is
+    wrong (a field given twice included)."""
     kind = content_type.split(";")[0].strip().lower()
-    fields: Dict[str, Any] = dict(query)
+    fields: Dict[str, Any] = {}
+    for name, value in (query.items() if isinstance(query, Mapping) else query):
+        if name in fields:
+            raise RequestError(400, f"{name} is given twice in the query")
+        fields[name] = value
     if kind == "application/json":
         image, sent = _json_body(body)
     elif kind == "multipart/form-data":
@@ -199,6 +201,9 @@ def _json_body(body: bytes) -> Tuple[bytes, Dict[str, Any]]:
 
 
 def _multipart_body(content_type: str, body: bytes) -> Tuple[bytes, Dict[str, Any]]:
+    import email.parser
+    import email.policy
+
     head = f"Content-Type: {content_type}\r\n\r\n".encode("latin-1", "replace")
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():

@@ -1,9 +1,18 @@
 """Shared test setup: the ``cuda`` marker skips without a CUDA device, the ``device`` parameter
-(CPU, and CUDA where there is one), and a process that pretends the compiled extension is missing."""
+(CPU, and CUDA where there is one), a process that pretends the compiled extension is missing, one
+local Ray, and ``run`` (the command line in-process; test modules import it: ``from conftest
+import run``)."""
 import pytest
 import torch
 
-from fastdream import _extension, ops
+from fastdream import _extension, cli, ops
+
+
+def run(capsys, *args):
+    """``fastdream ARGS`` in this process -> ``(exit code, stdout, stderr)``."""
+    code = cli.main([*map(str, args)])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,3 +52,22 @@ def ray_local():
         serve.shutdown()
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def hide_import(monkeypatch):
+    """``hide_import("cv2")``: importing that top-level module raises ``ImportError`` for the rest
+    of the test, as where an optional package is not installed."""
+    import builtins
+
+    real_import = builtins.__import__
+
+    def hide(module: str) -> None:
+        def fake(name, *args, **kwargs):
+            if name == module or name.startswith(module + "."):
+                raise ImportError(f"No module named {module!r}")
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "__import__", fake)
+
+    return hide

@@ -41,14 +41,19 @@ def test_cuda_reason_from_the_record(monkeypatch):
     assert _extension.cuda_error() == "fastdream._C was built without its CUDA kernels"
 
 
-def test_a_failed_compile_warns_and_is_recorded(tmp_path):
+def _source_tree(tmp_path) -> str:
+    """What setup.py needs, copied to ``tmp_path``; returns the folder to put on PYTHONPATH for pybind11."""
     pybind11 = pytest.importorskip("pybind11")
     for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, tmp_path / name)
     shutil.copytree(REPO / "csrc", tmp_path / "csrc")
     (tmp_path / "fastdream").mkdir()
     (tmp_path / "fastdream" / "__init__.py").write_text("")
-    pybind11_home = str(pathlib.Path(pybind11.__file__).parents[1])
+    return str(pathlib.Path(pybind11.__file__).parents[1])
+
+
+def test_a_failed_compile_warns_and_is_recorded(tmp_path):
+    pybind11_home = _source_tree(tmp_path)
     env = dict(os.environ, CC="false", CXX="false", FASTDREAM_BUILD_CUDA="0", FASTDREAM_BUILD_EXT="auto",
                PYTHONPATH=pybind11_home)
     result = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
@@ -59,3 +64,27 @@ def test_a_failed_compile_warns_and_is_recorded(tmp_path):
     record = json.loads((tmp_path / "fastdream" / "_build.json").read_text())
     assert record["extension"] == "failed" and record["extension_reason"].startswith("the C++ build failed: false")
     assert record["cuda"] == "skipped"
+
+
+def test_a_cuda_build_is_strict_about_the_cpp_build_too(tmp_path):
+    """FASTDREAM_BUILD_CUDA=1 (the GPU session's build): a failing C++ compile stops the build
+    instead of installing pure Python (which would make the CUDA tests compare the twins with
+    themselves). nvcc is a stand-in that writes empty objects, so no CUDA toolkit is needed."""
+    pybind11_home = _source_tree(tmp_path)
+    cuda = tmp_path / "fake-cuda"
+    (cuda / "bin").mkdir(parents=True)
+    (cuda / "include").mkdir()
+    (cuda / "include" / "cuda_runtime.h").write_text("")
+    nvcc = cuda / "bin" / "nvcc"
+    nvcc.write_text('#!/bin/sh\n'
+                    'case "$1" in --list-gpu-arch) echo compute_90; exit 0;; esac\n'
+                    'while [ $# -gt 0 ]; do [ "$1" = -o ] && : > "$2"; shift; done\n')
+    nvcc.chmod(0o755)
+    env = dict(os.environ, CC="false", CXX="false", CUDA_HOME=str(cuda), FASTDREAM_BUILD_CUDA="1",
+               FASTDREAM_BUILD_EXT="auto", FASTDREAM_CUDA_ARCHS="90", PYTHONPATH=pybind11_home)
+    result = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stderr
+    assert "CUDA kernels with" in result.stderr  # the (stand-in) nvcc ran first
+    assert "Installing pure Python" not in result.stderr
+    assert not list((tmp_path / "fastdream").glob("_C*"))

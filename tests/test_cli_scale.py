@@ -153,8 +153,8 @@ class Recorder:
         Recorder.seen.update(image=image, size=size, call_seed=seed)
         return torch.rand(3, *size) if image is None else image
 
-    def stream(self, frames, *, blend=0.0, seed=None, progress=None):
-        Recorder.seen.update(blend=blend, call_seed=seed)
+    def stream(self, frames, *, blend=0.0, flow=False, seed=None, progress=None):
+        Recorder.seen.update(blend=blend, flow=flow, call_seed=seed)
         yield from frames
 
 

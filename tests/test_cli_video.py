@@ -4,9 +4,10 @@ import os
 import pytest
 import torch
 
-from fastdream import cli
 from fastdream.image_io import load_image, sample_image_path, save_image
 from fastdream.video import VideoWriter, read_video
+
+from conftest import run
 
 FAST = ["--iterations", "1", "--octaves", "1", "--seed", "0", "--quiet"]
 
@@ -16,12 +17,6 @@ def image(tmp_path):
     path = tmp_path / "in.png"
     save_image(load_image(sample_image_path())[:, 60:100, 150:198], path)  # 40×48
     return path
-
-
-def run(capsys, *args):
-    code = cli.main([*map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def frames_of(path):
@@ -142,3 +137,42 @@ def test_video_matches_the_blend_loop_it_replaced(capsys, tmp_path):
         expected = previous.mul(255).round().clamp(0, 255).to(torch.uint8)
         got = load_image(out / f"frame_{k:06d}.png")
         assert (got.int() - expected.int()).abs().max() <= 1, k  # lerp vs mul-add: float rounding only
+
+
+def test_zoom_seeds_frames_as_stream_does(capsys, image, tmp_path):
+    """Frame k is dreamed with batching.seed_for(seed, k): the last seed wraps to 0, not past 2**63."""
+    code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "z.gif", "--frames", "2", "--iterations", "1",
+                       "--octaves", "1", "--seed", str(2**63 - 1), "--quiet")
+    assert code == 0, err
+    assert len(frames_of(tmp_path / "z.gif")[0]) == 2
+
+
+def test_video_flow_flag(capsys, tmp_path):
+    """``--flow`` is in the help and reaches ``Dreamer.stream(flow=True)``: the same frames as the API."""
+    pytest.importorskip("cv2")
+    code, out, _ = run(capsys, "video", "--help")
+    help_text = " ".join(out.split())
+    assert code == 0 and "--flow" in help_text and "optical flow" in help_text and "[video] extra" in help_text
+    import fastdream
+
+    source, out = tmp_path / "in", tmp_path / "out"
+    make_clip(f"{source}/", frames=3)
+    code, _, err = run(capsys, "video", source, "-o", f"{out}/", "--blend", "0.5", "--flow", *FAST)
+    assert code == 0, err
+    frames, _, _ = frames_of(f"{source}/")
+    dreamer = fastdream.Dreamer(iterations=1, octaves=1)
+    want = list(dreamer.stream([f.float() / 255 for f in frames], blend=0.5, flow=True, seed=0))
+    for k, expected in enumerate(want):
+        got = load_image(out / f"frame_{k:06d}.png")
+        assert torch.equal(got, expected.mul(255).round().clamp(0, 255).to(torch.uint8)), k
+
+
+def test_video_flow_needs_blend_and_opencv(capsys, tmp_path, hide_import):
+    source = tmp_path / "in"
+    make_clip(f"{source}/", frames=2)
+    code, _, err = run(capsys, "video", source, "-o", tmp_path / "o.gif", "--blend", "0", "--flow", *FAST)
+    assert code == 2 and "--flow moves the previous dreamed frame into the next: it needs --blend > 0" in err
+    hide_import("cv2")
+    code, _, err = run(capsys, "video", source, "-o", tmp_path / "o.gif", "--flow", *FAST)
+    assert code == 1 and "needs OpenCV: pip install 'fastdream[video]'" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing written

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from fastdream import cli
-from fastdream.cluster import DreamWorker, dream_files, plan_batches, require_ray
+from fastdream.cluster import DreamWorker, dream_files, dream_folder, plan_batches
+from fastdream.ray_support import require_ray
 
 FAST = ["--octaves", "2", "--iterations", "2", "--seed", "3", "--quiet"]
 SIZES = [(64, 80), (72, 96), (64, 80), (64, 80), (72, 96)]
@@ -77,6 +78,20 @@ def test_resume_skips_existing(ray_local, folder, tmp_path, capsys):
     assert sorted(outputs(out)) == [f"img{i}.png" for i in range(5)]
     assert cli.main(["dream", str(folder), "-o", str(out), *FAST, "--ray"]) == 1  # exists, no --resume
     assert "outputs exist" in capsys.readouterr().err
+
+
+def test_dream_folder_is_the_command_line_run(ray_local, folder, tmp_path):
+    expected = single_process(folder, tmp_path / "one")
+    out = tmp_path / "ray"
+    report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
+    assert sorted(name for name, _ in report.failed) == [str(folder / "a_tiny.png"), str(folder / "bad.png")]
+    assert outputs(out) == expected
+    (out / "img1.png").write_bytes(b"mine")
+    with pytest.raises(FileExistsError, match="outputs exist"):  # before anything is dreamed
+        dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
+    report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3, resume=True)
+    assert report.written == [] and (out / "img1.png").read_bytes() == b"mine"  # kept
+    assert len(report.failed) == 2  # bad.png and a_tiny.png have no output: tried again
 
 
 class CrashOnce(DreamWorker):

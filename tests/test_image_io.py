@@ -377,10 +377,9 @@ def test_save_relative_path(tmp_path, photo, monkeypatch):
     assert torch.equal(load_image(tmp_path / "rel.png"), photo)
 
 
+@pytest.mark.cuda
 def test_save_from_cuda(tmp_path, photo):
     """A tensor on another device is moved to the CPU (checked with CUDA where available)."""
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
     save_image(photo.cuda().float() / 255, tmp_path / "c.png")
     assert torch.equal(load_image(tmp_path / "c.png"), photo)
 

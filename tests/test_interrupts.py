@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import fastdream
-from fastdream import cli
 from fastdream.image_io import load_image, sample_image_path, save_image
 from fastdream.video import VideoWriter, read_video
+
+from conftest import run
 
 
 @pytest.fixture
@@ -39,18 +40,12 @@ def interrupt_on(monkeypatch, call):
                 raise KeyboardInterrupt
             return image.float() / 255 if image.dtype == torch.uint8 else image
 
-        def stream(self, frames, *, blend=0.5, seed=None, progress=False):
+        def stream(self, frames, *, blend=0.5, flow=False, seed=None, progress=False):
             for frame in frames:
                 yield self(frame)
 
     monkeypatch.setattr(fastdream, "Dreamer", Stand)
     return calls
-
-
-def run(capsys, *args):
-    code = cli.main([*map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def last_line(err):

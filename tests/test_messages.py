@@ -10,18 +10,14 @@ import fastdream
 from fastdream import cli, video
 from fastdream.image_io import load_image, sample_image_path, save_image
 
+from conftest import run
+
 
 @pytest.fixture
 def one(tmp_path):
     path = tmp_path / "in.png"
     save_image(load_image(sample_image_path())[:, 60:100, 150:198], path)
     return path
-
-
-def run(capsys, *args):
-    code = cli.main([*map(str, args)])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def one_error_line(err):

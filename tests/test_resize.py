@@ -114,10 +114,9 @@ def test_a_failed_cupy_launch_falls_back_to_the_twin_once(monkeypatch):
     assert torch.equal(x, ref_x) and len(launches) == 1  # not tried again
 
 
+@pytest.mark.cuda
 def test_cuda_without_cupy_is_the_twin(monkeypatch):
     """The dispatch on a CUDA tensor with CuPy missing: the twin, with one warning (needs a GPU to run)."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA device")
     monkeypatch.setattr(resize, "cupy_available", lambda: False)
     monkeypatch.setattr(resize, "_warned", set())
     img, detail = rand(2, 3, 9, 11, seed=8, device="cuda"), rand(2, 3, 4, 5, seed=9, device="cuda")

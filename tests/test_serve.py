@@ -34,7 +34,7 @@ from fastdream.serve import DreamModel, dream_requests
 from fastdream.serve_requests import Limits, RequestError, check_pixels, parse_fields, split_body
 
 OPTIONS = {"octaves": 2, "iterations": 2}
-LIMITS = {"--max-upload-mb": "0.05", "--body-timeout": "3", "--max-megapixels": "0.5", "--max-iterations": "5",
+LIMITS = {"--max-upload-mb": "0.05", "--body-timeout": "10", "--max-megapixels": "0.5", "--max-iterations": "5",
           "--max-octaves": "3"}
 STARTUP_S = 300
 
@@ -130,7 +130,10 @@ def decoded(data: bytes) -> torch.Tensor:
 def test_ready_line_and_no_ray_noise(server):
     assert server.stdout[0] == f"ready at {server.url} (POST an image; Ctrl-C stops)\n"
     with urllib.request.urlopen(server.url, timeout=10) as response:  # served once it says ready
-        assert json.load(response)["status"] == "ok"
+        status = json.load(response)
+    assert status["status"] == "ok" and status["limits"]["max_iterations"] == 5
+    assert status["fields"] == ["octaves", "octave_scale", "iterations", "step_size", "jitter", "min_size", "seed",
+                                "format"]
     noise = server.stderr_path.read_text()
     for line in ("Token authentication", "Connecting to existing Serve app", "Started Serve", "INFO", "ERROR"):
         assert line not in noise
@@ -189,21 +192,24 @@ def test_tiny_image_gets_the_library_message(server):
 
 def test_stalled_uploads_lock_nobody_out(server):
     """40 clients (more than the model's 16 slots) send headers and 3 bytes of a 10 000-byte body,
-    then stall: status and dream requests are still answered at once, the stalled ones get 408."""
+    then stall: while all of them still stall, the status and a dream are answered; then each
+    stalled one gets 408 (--body-timeout 10)."""
     stalled = []
     try:
         for _ in range(40):
-            client = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            client = socket.create_connection(("127.0.0.1", server.port), timeout=60)
             client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\nabc")
             stalled.append(client)
-        start = time.monotonic()
         with urllib.request.urlopen(server.url, timeout=30) as response:
             assert json.load(response)["status"] == "ok"
         assert post(server.url, png(64, 80), "?seed=1", timeout=60)[0] == 200
-        assert time.monotonic() - start < 30
+        for client in stalled:  # none answered yet: the two requests above passed them all
+            client.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                client.recv(1)
+            client.settimeout(60)
         for client in stalled:
             assert client.recv(64).startswith(b"HTTP/1.1 408")
-        assert time.monotonic() - start < 60
     finally:
         for client in stalled:
             client.close()
@@ -274,6 +280,8 @@ def test_bodies_raw_json_multipart():
 
     image = png(9, 11)
     assert split_body("image/png", image, {"seed": "1"}) == (image, {"seed": "1"})
+    with pytest.raises(RequestError, match="seed is given twice in the query"):
+        split_body("image/png", image, [("seed", "1"), ("seed", "2")])
     as_json = json.dumps({"image": base64.b64encode(image).decode(), "iterations": 3}).encode()
     assert split_body("application/json; charset=utf-8", as_json, {}) == (image, {"iterations": 3})
     form = requests.Request("POST", "http://x/", files={"upload": ("a.png", image)}, data={"seed": "2"}).prepare()
@@ -336,3 +344,55 @@ def test_batches_group_by_size_and_seed():
     broken = dream_requests([(dreamer, torch.full((3, 64, 80), 2.0), None)])
     assert broken == [(False, "dreaming failed: image values must lie in [0, 1] for float images, "
                               "got [2, 2] (uint8 images take [0, 255]; clamp or rescale first)")]
+
+
+def test_ingress_bounds_the_wait_for_the_model():
+    """The ingress without Ray: a stalled body → 408; a model that does not answer within
+    --request-timeout → 503 naming it, and the model's call is cancelled."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from fastdream.serve import DreamIngress
+
+    class Pending:  # a DeploymentResponse that never comes
+        cancelled = False
+
+        def __await__(self):
+            return asyncio.sleep(3600).__await__()
+
+        def cancel(self):
+            Pending.cancelled = True
+
+    class Model:
+        class dream:
+            @staticmethod
+            def remote(item):
+                assert item[1:4] == ({}, 2, "png")
+                return Pending()
+
+    def request(chunks):
+        async def receive():
+            if not chunks:
+                await asyncio.sleep(3600)  # the client stalls
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks) or stall}
+        scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"seed=2", "headers": []}
+        return Request(scope, receive)
+
+    ingress = DreamIngress(Model(), OPTIONS, Limits(request_timeout_s=0.2, body_timeout_s=0.2))
+    stall = True
+    answer = asyncio.run(ingress(request([b"\x89PNG"])))
+    assert answer.status_code == 408 and b"(--body-timeout)" in answer.body
+    stall = False
+    answer = asyncio.run(ingress(request([png(20, 30)])))
+    assert answer.status_code == 503 and b"request time limit of 0.2 s (--request-timeout)" in answer.body
+    assert Pending.cancelled
+
+    class Died(Pending):
+        def __await__(self):
+            raise RuntimeError("the actor died")
+            yield
+
+    Model.dream.remote = staticmethod(lambda item: Died())
+    answer = asyncio.run(ingress(request([png(20, 30)])))
+    assert answer.status_code == 500 and answer.body == b"dreaming failed: the model replica failed (RuntimeError)"
