@@ -17,7 +17,7 @@ from .batching import WINDOW, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
 from .dream_cache import DreamerCache
 from .engine import Engine
-from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_choice, check_int, check_real
+from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
 from .prefetch import prefetched
 from .progress import progress_bar
 
@@ -181,18 +181,13 @@ class Dreamer:
         blend = check_real("blend", blend, at_least=0.0)
         if blend >= 1.0:
             raise OptionError("{0} must be in [0, 1), got {blend}", "blend", blend=blend)
-<<<<<<< HEAD
-        seed, progress = self._engine.call_defaults(seed, progress)
-=======
         if check_bool("flow", flow) and blend == 0.0:
             raise OptionError("{0} moves the previous dreamed frame into the next: it needs {1} > 0, got 0",
                               "flow", "blend")
-        seed = check_seed("seed", seed)
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        seed, progress = self._engine.call_defaults(seed, progress)
         if flow:
             yield from self._stream_flow(frames, blend, seed, progress)
             return
->>>>>>> main
         previous = None
         with progress_bar(progress, "frames", "frame") as bar:
             for k, frame in enumerate(frames):
