@@ -215,9 +215,9 @@ class Engine:
         need = FULL_SIZE_BUFFERS * batch * 3 * height * width * 4
         if need > budget:
             raise OptionError(
-                "{0}={budget} cannot hold a {batch}×3×{height}×{width} dream: its full-size float32 buffers "
-                "alone (the image, the octave's input and base, the detail, the gradient) take {need}; "
-                "raise {0} or dream a smaller image", "max_memory", budget=format_memory(budget), batch=batch,
+                "{0}: {budget} is too small for a {batch}×3×{height}×{width} dream: its full-size float32 "
+                "buffers alone (the image, the octave's input and base, the detail, the gradient) take {need}, "
+                "whatever the tiles; raise {0} or dream a smaller image", "max_memory", budget=format_memory(budget), batch=batch,
                 height=height, width=width, need=format_memory(need))
 
     def device_for(self, image: torch.Tensor) -> torch.device:
