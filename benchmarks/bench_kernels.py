@@ -20,7 +20,8 @@ about 2 ms on CUDA, 20 ms on the CPU), reported per call:
   - CPU: ``perf_counter`` around the calls (dispatch included; both figures are the same).
 Reported: ``speedup = eager / fused`` (and ``speedup_dispatch``), ``overhead = fused / floor`` and
 ``bandwidth_fraction = floor / fused``: the share of the copy's bandwidth the op reaches on its own
-minimum of bytes (the step's two passes read the gradient twice, 16 bytes per element against 12).
+minimum of bytes (the step's two passes read the gradient twice: from the L2 the second time where
+a group of images fits in half of it, else from memory, 16 bytes per element against 12).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ same ``B``, carrying the dreamed detail or the dreamed frame) and every frame ``
 
 Then, at 1280×720 on the CPU: the cost of the flow step of one frame (grey, DIS both ways, the
 reliability mask, the warp and the blend: ``FlowFeedback.input_for``) against one frame's dream
-with the default options, measured alternately. And the scene-cut check: the pan over ``chelsea.png``
+with the default options, measured alternately; OpenCV's dense flows (DIS presets, Farneback) on a
+known 720p shift, time and end-point error. And the scene-cut check: the pan over ``chelsea.png``
 followed by ``sprite`` must be cut at exactly the frame where the clip changes.
 
     python -m benchmarks.video_coherence                       # JSON in benchmarks/results/
@@ -72,13 +73,13 @@ def pan_clip(frames: int, height: int, width: int, name: str = "coffee") -> Tupl
 
 def sprite_clip(frames: int, height: int, width: int):
     """``(frames, flows, valid)`` of the disc moving over the panning background (see the module)."""
-    back = photo("coffee", height)
+    back = photo("coffee", round(height * 1.25))[:, :height]  # wide enough to pan across
     span = BACKGROUND[0] * frames
     if back.shape[-1] < width + span:
         raise ValueError(f"sprite: the photo is too narrow for {frames} frames of width {width}")
-    cat = photo("chelsea", round(height * 1.6))  # the face fills the disc
+    cat = photo("chelsea", round(height * 1.1))  # the face fills the disc
     radius = height // 3
-    face_y, face_x = round(cat.shape[-2] * 0.33), round(cat.shape[-1] * 0.47)
+    face_y, face_x = round(cat.shape[-2] * 0.45), round(cat.shape[-1] * 0.55)
     disc = cat[:, face_y - radius:face_y + radius, face_x - radius:face_x + radius]
     ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
 
@@ -148,7 +149,7 @@ def measure(outs, clip, flows, valid) -> Dict[str, float]:
 
 def flow_cost(dreamer_720, seed: int, repeats: int) -> Dict[str, float]:
     """Seconds of one frame's flow step and of one frame's dream at 1280×720, measured alternately."""
-    big = photo("coffee", 760)
+    big = photo("coffee", 900)  # 1350 px wide
     frames = [big[:, 20:740, 20:1300][None], big[:, 23:743, 25:1305][None]]
     flow_s, dream_s = [], []
     feedback = FlowFeedback(0.5)
@@ -167,6 +168,31 @@ def flow_cost(dreamer_720, seed: int, repeats: int) -> Dict[str, float]:
     return {"flow_s": flow, "dream_s": dream, "flow_share": flow / dream, "flow_runs": len(flow_s), "dream_runs": len(dream_s)}
 
 
+def estimators(repeats: int = 3) -> Dict[str, Dict[str, float]]:
+    """OpenCV's dense CPU flows at 1280×720 on a known shift of ``coffee.png`` by (5, 3) px:
+    median seconds of one flow and the mean end-point error (px) away from the frame's edges."""
+    import cv2
+
+    big = (photo("coffee", 900) * 255).round().to(torch.uint8)  # 1350 px wide
+    grey = grey_uint8(big[None].float() / 255)[0].numpy()
+    source, target = grey[20:740, 20:1300].copy(), grey[23:743, 25:1305].copy()  # target(p) = source(p + (5, 3))
+    contenders = {f"dis-{name}": cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{name.upper()}")).calc
+                  for name in ("ultrafast", "fast", "medium")}
+    contenders["farneback"] = lambda a, b, _: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    times: Dict[str, List[float]] = {name: [] for name in contenders}
+    flows = {}
+    for _ in range(repeats):  # alternated, so the machine's load falls on all alike
+        for name, calc in contenders.items():
+            start = time.perf_counter()
+            flows[name] = calc(target, source, None)
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, flow in flows.items():
+        error = ((flow[20:-20, 20:-20, 0] - 5) ** 2 + (flow[20:-20, 20:-20, 1] - 3) ** 2) ** 0.5
+        out[name] = {"seconds": statistics.median(times[name]), "end_point_error_px": float(error.mean())}
+    return out
+
+
 def scene_cuts(frames: int, height: int, width: int) -> Dict[str, object]:
     """Where ``FlowFeedback`` cuts a pan over chelsea.png followed by ``sprite`` (no dreaming: the frames stand in)."""
     clip = pan_clip(frames, height, width, "chelsea")[0] + sprite_clip(frames, height, width)[0]
@@ -182,13 +208,23 @@ def scene_cuts(frames: int, height: int, width: int) -> Dict[str, object]:
     return {"frames": len(clip), "true_cut": frames, "cuts": cuts, "reliable_share": shares}
 
 
-def side_by_side_gif(path: str, left, right, fps: float) -> None:
+def side_by_side_gif(path: str, left, right, labels: Tuple[str, str], fps: float) -> None:
+    """``left | right`` per frame, each labelled in its top-left corner, as a GIF."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
     from fastdream.video import VideoWriter
 
     gap = torch.ones(3, left[0].shape[1], 4)
     with VideoWriter(path, fps, overwrite=True) as writer:
         for a, b in zip(left, right):
-            writer.write(torch.cat([a, gap, b], dim=2).clamp(0, 1))
+            both = torch.cat([a, gap, b], dim=2).clamp(0, 1).mul(255).round().to(torch.uint8)
+            canvas = Image.fromarray(both.permute(1, 2, 0).numpy())
+            draw = ImageDraw.Draw(canvas)
+            for x, label in ((3, labels[0]), (a.shape[-1] + 7, labels[1])):
+                draw.rectangle((x - 2, 1, x + 6 * len(label) + 2, 13), fill=(0, 0, 0))
+                draw.text((x, 2), label, fill=(255, 255, 255))
+            writer.write(torch.from_numpy(np.array(canvas)).permute(2, 0, 1))
 
 
 def main() -> None:
@@ -196,40 +232,53 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--height", type=int, default=160)
     parser.add_argument("--width", type=int, default=224)
-    parser.add_argument("--blend", type=float, default=0.5)
+    parser.add_argument("--blends", default="0.5,0.8", help="comma-separated blends to compare at")
     parser.add_argument("--octaves", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and OpenCV threads (default 1: on a shared, oversubscribed CPU 2 OpenMP "
+                        "threads measured 30x slower than 1)")
     parser.add_argument("--repeats", type=int, default=6, help="flow timings at 720p (dreams: a third as many)")
     parser.add_argument("--skip-720p", action="store_true")
-    parser.add_argument("--gif", help="write the sprite clip, plain blend beside flow, as this GIF")
+    parser.add_argument("--gif", help="write the sprite clip, plain blend beside flow at --gif-blend, as this GIF")
+    parser.add_argument("--gif-blend", type=float, default=0.8, help="one of --blends (default: 0.8)")
     parser.add_argument("--write-clip", help="write the sprite clip itself (for `fastdream video`)")
     parser.add_argument("--out", help="JSON path (default: benchmarks/results/video-coherence-cpu-DATE.json)")
     args = parser.parse_args()
-    torch.manual_seed(0)
+    import cv2
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    blends = [float(b) for b in args.blends.split(",")]
     load = os.getloadavg()
     dreamer = fastdream.Dreamer(octaves=args.octaves, iterations=args.iterations)
     clips = {"pan": pan_clip(args.frames, args.height, args.width), "sprite": sprite_clip(args.frames, args.height, args.width)}
-    variants = ["blend0", "blend", "flow-detail", "flow-frame"]
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     kept = {}
     for name, (clip, flows, valid) in clips.items():
-        results[name] = {"input": measure(clip, clip, flows, valid)}
-        for variant in variants:
-            outs, per_frame = dream_clip(dreamer, clip, variant, args.blend, seed=0)
-            results[name][variant] = dict(measure(outs, clip, flows, valid), seconds_per_frame=per_frame)
-            kept[name, variant] = outs
-            print(name, variant, {k: round(v, 3) for k, v in results[name][variant].items()}, flush=True)
-        r = results[name]
-        r["ratio_flow_to_blend"] = r["flow-detail"]["inconsistency"] / r["blend"]["inconsistency"]
-        r["strength_flow_to_blend"] = r["flow-detail"]["strength"] / r["blend"]["strength"]
+        r = results[name] = {"input": measure(clip, clip, flows, valid)}
+        runs = [("blend0", 0.0)] + [(v, b) for b in blends for v in ("blend", "flow-detail", "flow-frame")]
+        for variant, blend in runs:
+            key = variant if variant == "blend0" else f"{variant}@{blend}"
+            outs, per_frame = dream_clip(dreamer, clip, variant, blend, seed=0)
+            r[key] = dict(measure(outs, clip, flows, valid), seconds_per_frame=per_frame)
+            kept[name, key] = outs
+            print(name, key, {k: round(v, 3) for k, v in r[key].items()}, flush=True)
+        for b in blends:
+            r[f"inconsistency_flow_to_blend@{b}"] = r[f"flow-detail@{b}"]["inconsistency"] / r[f"blend@{b}"]["inconsistency"]
+            r[f"strength_flow_to_blend@{b}"] = r[f"flow-detail@{b}"]["strength"] / r[f"blend@{b}"]["strength"]
     cuts = scene_cuts(max(4, args.frames // 2), args.height, args.width)
     print("scene cuts", cuts, flush=True)
+    flow_estimators = estimators()
+    print("estimators at 720p", flow_estimators, flush=True)
     cost = None
     if not args.skip_720p:
         cost = flow_cost(fastdream.Dreamer(), seed=0, repeats=args.repeats)
         print("720p", cost, flush=True)
     if args.gif:
-        side_by_side_gif(args.gif, kept["sprite", "blend"], kept["sprite", "flow-detail"], fps=8)
+        b = args.gif_blend
+        side_by_side_gif(args.gif, kept["sprite", f"blend@{b}"], kept["sprite", f"flow-detail@{b}"],
+                         (f"--blend {b}", f"--blend {b} --flow"), fps=8)
         print(f"wrote {args.gif} ({os.path.getsize(args.gif) / 1e6:.2f} MB)")
     if args.write_clip:
         from fastdream.video import VideoWriter
@@ -240,12 +289,12 @@ def main() -> None:
         print(f"wrote {args.write_clip}")
     data = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "load_before": load, "load_after": os.getloadavg()},
-        "torch": torch.__version__, "opencv": __import__("cv2").__version__,
-        "settings": {k: getattr(args, k) for k in ("frames", "height", "width", "blend", "octaves", "iterations")},
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "threads": args.threads, "load_before": load, "load_after": os.getloadavg()},
+        "torch": torch.__version__, "opencv": cv2.__version__,
+        "settings": {k: getattr(args, k) for k in ("frames", "height", "width", "blends", "octaves", "iterations")},
         "units": "inconsistency and strength in uint8 levels (0..255); seconds",
-        "clips": results, "scene_cuts": cuts, "cost_720p": cost,
+        "clips": results, "scene_cuts": cuts, "estimators_720p": flow_estimators, "cost_720p": cost,
     }
     write_results(data, "video-coherence", "cpu", args.out)
 

@@ -2,12 +2,13 @@
 //   img[b] = clip(img[b] + s_b * roll(grad[b], (-dy_b, -dx_b)), lo_c, hi_c),
 //   s_b = step_size / mean|grad[b]| (step_scale.h; 0 for an all-zero gradient).
 //
-// Two launches on the caller's stream, no host synchronisation:
+// Two launches per group of images on the caller's stream (images_per_group: as many as keep their
+// gradients in half the L2 between the passes), no host synchronisation:
 //  1. abs_sum_kernel, grid (parts, images): each block sums |grad| over a grid-stride slice of its
 //     image in double and writes one partial to workspace[b * parts + blockIdx.x]. An image is C*H*W
 //     contiguous values in both NCHW and NHWC, so this pass ignores the layout and loads 4-wide.
 //  2. grid (blocks_x, images): each block first adds its image's `parts` partials in a fixed order
-//     (deterministic, the same in every block) and forms s_b (step_scale.h, image_scale below), then
+//     (deterministic, the same in every block) and forms s_b (step_scale.h, step_image below), then
 //     applies the fused unroll + step + clip:
 //     - NCHW gradient, step_kernel: one thread per VEC consecutive values of a row of one channel,
 //       4-wide on img (and on grad where the shift keeps it aligned) when W and the pointers allow it;
@@ -175,10 +176,10 @@ __global__ void __launch_bounds__(kThreads) step_nhwc_kernel(const StepParams p,
   }
 }
 
+// Pass 1 then pass 2 over the images of `p` (a group of the caller's batch, see launch).
 template <typename G>
-cudaError_t launch(const StepParams& p, cudaStream_t stream, int device) {
+cudaError_t launch_passes(const StepParams& p, int parts, cudaStream_t stream, int device) {
   const int64_t per_image = p.channels * p.height * p.width;
-  const int parts = static_cast<int>(parts_for(per_image));
   const G* grad = static_cast<const G*>(p.grad);
 
   const dim3 reduce_grid(parts, cuda::grid_images(p.batch));
@@ -203,6 +204,35 @@ cudaError_t launch(const StepParams& p, cudaStream_t stream, int device) {
   else { if (vec) FASTDREAM_STEP_LAUNCH(int64_t, 4); else FASTDREAM_STEP_LAUNCH(int64_t, 1); }
 #undef FASTDREAM_STEP_LAUNCH
   return cudaGetLastError();
+}
+
+// Images per pair of passes. Pass 2 reads again the gradient pass 1 has just read: where a group of
+// images' gradients fits in half the L2 (the other half for img streaming through pass 2), that
+// second read comes from the L2 and the step moves 12 bytes per float32 element from memory, not 16.
+// The whole batch at once where even one image does not fit (grouping would gain nothing).
+int64_t images_per_group(int64_t batch, int64_t grad_bytes_per_image, int device) {
+  int l2 = 0;
+  if (cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device) != cudaSuccess || l2 <= 0) return batch;
+  const int64_t fit = (static_cast<int64_t>(l2) / 2) / grad_bytes_per_image;
+  return fit < 1 || fit >= batch ? batch : fit;
+}
+
+template <typename G>
+cudaError_t launch(const StepParams& p, cudaStream_t stream, int device) {
+  const int64_t per_image = p.channels * p.height * p.width;
+  const int parts = static_cast<int>(parts_for(per_image));
+  const int64_t group = images_per_group(p.batch, per_image * static_cast<int64_t>(sizeof(G)), device);
+  for (int64_t b0 = 0; b0 < p.batch; b0 += group) {
+    StepParams q = p;  // images b0 .. b0 + q.batch - 1: their pointers, shifts and partial sums
+    q.batch = group < p.batch - b0 ? group : p.batch - b0;
+    q.img = p.img + b0 * per_image;
+    q.grad = static_cast<const G*>(p.grad) + b0 * per_image;
+    q.shifts = p.shifts + 2 * b0;
+    q.workspace = p.workspace + b0 * parts;
+    const cudaError_t e = launch_passes<G>(q, parts, stream, device);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
 }
 
 }  // namespace

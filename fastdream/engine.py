@@ -289,7 +289,7 @@ class Engine:
             if any(p.device != device for p in model.parameters()):
                 model = copy.deepcopy(model).to(device)
         # Built-in and user modules alike: traced, truncated, BN folded, in place, channels_last
-        # (docs/architecture.md, "Models"); a module that does not trace runs as it is.
+        # (docs/architecture.md, "Models"), per input shape or on prepared blocks where fx cannot.
         if self.user_model is not None:  # memoised for dream()'s repeated calls, weakly per module
             model = PREPARED_GRAPHS.get(model, self.tapped, prepare_for_dreaming)
         else:

@@ -10,10 +10,10 @@ Conventions (``docs/architecture.md``, "Video: optical flow"):
   tensors' own device. :func:`estimate_flow` measures a flow with OpenCV's DIS optical flow on the
   CPU (the ``[video]`` extra); :func:`reliable` says where a warped pixel can be trusted.
 
-The estimator is OpenCV's DIS (Kroeger et al., ECCV 2016), preset "medium": on this project's CPU
-at 1280×720 it measured ~5× more accurate than preset "fast" on a known pan (end-point error
-0.07 px vs 0.24 px) and ~4× more accurate and ~2× faster than Farneback; its cost per frame
-against a frame's dream is in ``benchmarks/results/`` (``benchmarks/video_coherence.py``).
+The estimator is OpenCV's DIS (Kroeger et al., ECCV 2016), preset "medium": on a known 1280×720
+shift (``benchmarks/video_coherence.py``, one CPU thread) its end-point error was 0.07 px in
+0.41 s, against 0.18 px for preset "fast" (0.12 s) and 2.5 px for Farneback (1.0 s); the whole
+flow step of a 720p frame (both flows, masks, warp) cost 1.7 % of that frame's dream.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["FlowFeedback", "estimate_flow", "inside", "consistent", "reliable", "require_opencv", "warp"]
+__all__ = ["DISFlow", "FlowFeedback", "estimate_flow", "inside", "consistent", "reliable", "require_opencv", "warp"]
 
 INSTALL_HINT = "flow=True needs OpenCV: pip install 'fastdream[video]' (or pip install opencv-python-headless)"
 
@@ -43,6 +43,9 @@ COLOR_TOLERANCE = 0.1
 #: benchmark's clips: 0.90–0.98 between frames of one shot, 0.02 across a cut between two photos.
 SCENE_CUT = 0.3
 FLOW_PRESET = "medium"
+#: DIS needs frames at least (short side, long side) pixels: its patches are 8 px (measured on
+#: OpenCV 5.0: 8×12 works, 7×23 and 11×11 do not).
+MIN_SIZE = (8, 12)
 
 
 def require_opencv():
@@ -167,43 +170,66 @@ def grey_uint8(frames: torch.Tensor) -> torch.Tensor:
     return luma.mul(255.0).round_().clamp_(0, 255).to(device="cpu", dtype=torch.uint8)
 
 
-def _dis(preset: str = FLOW_PRESET):
-    cv2 = require_opencv()
-    presets = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-               "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
-    if preset not in presets:
-        raise ValueError(f"preset must be one of {tuple(presets)}, got {preset!r}")
-    return cv2.DISOpticalFlow_create(presets[preset])
+def check_flow_size(func: str, size) -> None:
+    """``ValueError`` for a frame of ``size`` (H, W) too small for DIS (:data:`MIN_SIZE`)."""
+    if min(size) < MIN_SIZE[0] or max(size) < MIN_SIZE[1]:
+        raise ValueError(
+            f"{func}: optical flow needs frames of at least {MIN_SIZE[0]} px on the short side and "
+            f"{MIN_SIZE[1]} px on the long side, got {size[0]}×{size[1]}"
+        )
 
 
-def estimate_flow(target: torch.Tensor, source: torch.Tensor, *, preset: str = FLOW_PRESET, _dis_object=None) -> torch.Tensor:
-    """The flow target→source by OpenCV's DIS optical flow on the CPU.
+class DISFlow:
+    """OpenCV's DIS optical flow on the CPU, one estimator kept (and its buffers reused) per stream.
 
     Args:
-        target, source: uint8 Tensor[B, H, W] (grey, e.g. :func:`grey_uint8`) on the CPU.
-        preset: DIS preset, ``"ultrafast"``, ``"fast"`` or ``"medium"``.
-
-    Returns:
-        float32 Tensor[B, 2, H, W] on the CPU, (dx, dy) in pixels with
-        ``target[y, x] ≈ source[y + dy, x + dx]`` (:func:`warp` ``(source, flow)`` ≈ target).
+        preset: ``"ultrafast"``, ``"fast"`` or ``"medium"`` (the default, see the module docstring).
 
     Raises:
         ImportError: OpenCV is not installed (the message names the ``[video]`` extra).
     """
-    for name, t in (("target", target), ("source", source)):
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.device.type != "cpu":
-            what = f"{t.dtype} {list(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
-            raise TypeError(f"estimate_flow: {name} must be a uint8 Tensor[B, H, W] on the CPU, got {what}")
-    if target.shape != source.shape:
-        raise ValueError(f"estimate_flow: target and source must have one shape, got {list(target.shape)} and {list(source.shape)}")
-    dis = _dis_object if _dis_object is not None else _dis(preset)
-    flows: List[torch.Tensor] = []
-    for t, s in zip(target, source):
-        # OpenCV's calc(I0, I1) gives f on I0's grid with I0(p) ≈ I1(p + f(p)): I0 is our target.
-        flows.append(torch.from_numpy(dis.calc(t.contiguous().numpy(), s.contiguous().numpy(), None)))
-    if not flows:
-        return torch.empty(0, 2, *target.shape[1:])
-    return torch.stack(flows).permute(0, 3, 1, 2).contiguous()
+
+    PRESETS = ("ultrafast", "fast", "medium")
+
+    def __init__(self, preset: str = FLOW_PRESET):
+        cv2 = require_opencv()
+        if preset not in self.PRESETS:
+            raise ValueError(f"DISFlow: preset must be one of {self.PRESETS}, got {preset!r}")
+        self._dis = cv2.DISOpticalFlow_create(getattr(cv2, f"DISOPTICAL_FLOW_PRESET_{preset.upper()}"))
+
+    def __call__(self, target: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """The flow target→source.
+
+        Args:
+            target, source: uint8 Tensor[B, H, W] (grey, e.g. :func:`grey_uint8`) on the CPU, at
+                least :data:`MIN_SIZE`.
+
+        Returns:
+            float32 Tensor[B, 2, H, W] on the CPU, (dx, dy) in pixels with
+            ``target[y, x] ≈ source[y + dy, x + dx]`` (:func:`warp` ``(source, flow)`` ≈ target).
+        """
+        for name, t in (("target", target), ("source", source)):
+            if not isinstance(t, torch.Tensor) or t.dtype != torch.uint8 or t.dim() != 3 or t.device.type != "cpu":
+                what = f"{t.dtype} {list(t.shape)} on {t.device}" if isinstance(t, torch.Tensor) else type(t).__name__
+                raise TypeError(f"DISFlow: {name} must be a uint8 Tensor[B, H, W] on the CPU, got {what}")
+        if target.shape != source.shape:
+            raise ValueError(
+                f"DISFlow: target and source must have one shape, got {list(target.shape)} and {list(source.shape)}"
+            )
+        check_flow_size("DISFlow", target.shape[-2:])
+        flows: List[torch.Tensor] = []
+        for t, s in zip(target, source):
+            # OpenCV's calc(I0, I1) gives f on I0's grid with I0(p) ≈ I1(p + f(p)): I0 is our target.
+            flows.append(torch.from_numpy(self._dis.calc(t.contiguous().numpy(), s.contiguous().numpy(), None)))
+        if not flows:
+            return torch.empty(0, 2, *target.shape[1:])
+        return torch.stack(flows).permute(0, 3, 1, 2).contiguous()
+
+
+def estimate_flow(target: torch.Tensor, source: torch.Tensor, *, preset: str = FLOW_PRESET) -> torch.Tensor:
+    """The flow target→source by OpenCV's DIS optical flow on the CPU: ``DISFlow(preset)(target, source)``
+    (see :class:`DISFlow`; keep a ``DISFlow`` to estimate many)."""
+    return DISFlow(preset)(target, source)
 
 
 class FlowFeedback:
@@ -221,16 +247,20 @@ class FlowFeedback:
     Args:
         blend: share of the previous frame's dream, in (0, 1).
         carry: ``"detail"`` or ``"frame"`` (above).
-        preset: the DIS preset (:func:`estimate_flow`).
+        preset: the DIS preset (:class:`DISFlow`).
 
     Raises:
         ImportError: OpenCV is not installed (the message names the ``[video]`` extra).
     """
 
     def __init__(self, blend: float, *, carry: str = "detail", preset: str = FLOW_PRESET):
+        if isinstance(blend, bool) or not isinstance(blend, (int, float)):
+            raise TypeError(f"FlowFeedback: blend must be a real number, got {type(blend).__name__}")
+        if not 0.0 < blend < 1.0:
+            raise ValueError(f"FlowFeedback: blend must be in (0, 1), got {blend!r}")
         if carry not in ("detail", "frame"):
             raise ValueError(f"FlowFeedback: carry must be 'detail' or 'frame', got {carry!r}")
-        self._dis = _dis(preset)
+        self._flow = DISFlow(preset)
         self.blend, self.carry = float(blend), carry
         self._grey: Optional[torch.Tensor] = None
         self._frame: Optional[torch.Tensor] = None
@@ -244,12 +274,13 @@ class FlowFeedback:
         """``(input, grey)``: the input to dream for ``frame`` (float32 Tensor[B, C, H, W] in [0, 1]
         on the compute device; ``None``: the frame alone, the first frame or a cut of every image)
         and the frame's grey, for :meth:`dreamed`."""
+        check_flow_size("FlowFeedback", frame.shape[-2:])  # at the first frame, not the second
         grey = grey_uint8(frame)
         if self._grey is None:
             self.reliable_share = self.cut = None
             return None, grey
-        backward = estimate_flow(grey, self._grey, _dis_object=self._dis).to(frame.device)
-        forward = estimate_flow(self._grey, grey, _dis_object=self._dis).to(frame.device)
+        backward = self._flow(grey, self._grey).to(frame.device)
+        forward = self._flow(self._grey, grey).to(frame.device)
         mask = reliable(frame, self._frame, backward, forward)
         share = mask.float().mean(dim=(1, 2, 3)).cpu()  # one small read per frame, before the dream
         self.reliable_share, self.cut = share, share < SCENE_CUT

@@ -266,11 +266,14 @@ class GraphStepper(Stepper):
                 start = WARMUP
                 try:
                     entry.graph = self._capture(lambda: self.iteration(entry.x, entry.shifts))
-                except Exception as exc:  # noqa: BLE001 - any other failure to capture means eager
+                except Exception as exc:  # noqa: BLE001 - any failure but out of memory means eager
                     oom = _out_of_memory(exc)
-                    if oom is exc:  # not the key's fault: the engine retries the call in tiles (tiled
-                        raise       # octaves run eagerly); the shape may capture later, with more memory
-                    if oom is not None:  # ending the capture after it raised another error
+                    if oom is not None:
+                        # not the key's fault: the engine retries the call in tiles (tiled octaves run
+                        # eagerly), and the shape may capture later with more memory free; an error
+                        # that ending the capture raised over it is reported as the OutOfMemoryError
+                        if oom is exc:
+                            raise
                         raise torch.cuda.OutOfMemoryError(str(oom)) from exc
                     reason = f"{type(exc).__name__}: {exc}".strip()
                     self.cache.mark_failed(key, reason)

@@ -1,9 +1,13 @@
 """Shared test setup: the ``cuda`` marker skips without a CUDA device, the ``device`` parameter
 (CPU, and CUDA where there is one), a process that pretends the compiled extension is missing, one
-local Ray, and ``run`` (the command line in-process; test modules import it: ``from conftest
-import run``)."""
+local Ray, ``run`` (the command line in-process; test modules import it: ``from conftest
+import run``) and the model helpers of the preparation tests (``randomise_batchnorm``,
+``eager_reference``)."""
+import copy
+
 import pytest
 import torch
+import torch.nn as nn
 
 from fastdream import _extension, cli, ops
 
@@ -71,3 +75,27 @@ def hide_import(monkeypatch):
         monkeypatch.setattr(builtins, "__import__", fake)
 
     return hide
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 1) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding has something to get wrong."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def eager_reference(model: nn.Module) -> nn.Module:
+    """The module as it dreams, as its layers compute: an eval copy whose in-place activations do
+    not overwrite a tapped output (torchvision's ReLU(inplace=True) after a tapped conv would)."""
+    ref = copy.deepcopy(model).eval()
+    for m in ref.modules():
+        if getattr(m, "inplace", False) is True:
+            m.inplace = False
+    return ref

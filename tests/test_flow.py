@@ -9,7 +9,7 @@ import torch
 import fastdream
 import stream_record
 from fastdream._reference import warp_ref
-from fastdream.flow import FlowFeedback, consistent, estimate_flow, grey_uint8, inside, reliable, warp
+from fastdream.flow import DISFlow, FlowFeedback, consistent, estimate_flow, grey_uint8, inside, reliable, warp
 
 needs_cv2 = pytest.mark.skipif(importlib.util.find_spec("cv2") is None, reason="needs OpenCV (the [video] extra; [test] has it)")
 
@@ -137,11 +137,22 @@ def test_estimate_flow_follows_the_warp_convention():
     flow = estimate_flow(grey_uint8(target), grey_uint8(source))
     assert flow.shape == (2, 2, 64, 80) and flow.dtype == torch.float32
     interior = flow[:, :, 8:-8, 8:-8]
+    estimator = DISFlow()  # kept for many frames: the same flows
+    assert torch.equal(estimator(grey_uint8(target), grey_uint8(source)), flow)
     assert (interior[:, 0] - 4).abs().median() < 0.25 and (interior[:, 1] + 2).abs().median() < 0.25
-    with pytest.raises(TypeError, match=r"estimate_flow: target must be a uint8 Tensor\[B, H, W\] on the CPU"):
+    with pytest.raises(TypeError, match=r"DISFlow: target must be a uint8 Tensor\[B, H, W\] on the CPU"):
         estimate_flow(target[:, 0], grey_uint8(source))
-    with pytest.raises(ValueError, match="estimate_flow: target and source must have one shape"):
+    with pytest.raises(ValueError, match="DISFlow: target and source must have one shape"):
         estimate_flow(grey_uint8(target)[:, 1:], grey_uint8(source))
+    for h, w in ((11, 11), (7, 40)):
+        tiny = grey_uint8(source)[:, :h, :w]
+        with pytest.raises(ValueError, match=f"DISFlow: optical flow needs frames of at least 8 px on the short "
+                                             f"side and 12 px on the long side, got {h}×{w}"):
+            estimate_flow(tiny, tiny)
+    small = grey_uint8(source)[:, :8, :12]
+    assert estimate_flow(small, small).shape == (2, 2, 8, 12)
+    with pytest.raises(ValueError, match=r"DISFlow: preset must be one of \('ultrafast', 'fast', 'medium'\), got 'slow'"):
+        estimate_flow(small, small, preset="slow")
 
 
 def test_grey_uint8_is_bt601_luma():
@@ -187,9 +198,17 @@ def test_feedback_starts_afresh_at_a_scene_cut():
 
 
 @needs_cv2
-def test_feedback_rejects_a_bad_carry():
+def test_feedback_rejects_bad_arguments():
     with pytest.raises(ValueError, match="carry must be 'detail' or 'frame'"):
         FlowFeedback(0.5, carry="dream")
+    for blend in (0, 1.0, -0.5, float("nan")):
+        with pytest.raises(ValueError, match=r"FlowFeedback: blend must be in \(0, 1\)"):
+            FlowFeedback(blend)
+    for blend in ("0.5", True):
+        with pytest.raises(TypeError, match="FlowFeedback: blend must be a real number"):
+            FlowFeedback(blend)
+    with pytest.raises(ValueError, match="FlowFeedback: optical flow needs frames of at least 8 px"):
+        FlowFeedback(0.5).input_for(torch.rand(1, 3, 6, 40))  # refused at the first frame
 
 
 # -- Dreamer.stream(flow=...) ---------------------------------------------------------------------
@@ -197,7 +216,7 @@ def test_feedback_rejects_a_bad_carry():
 
 @pytest.fixture(scope="module")
 def recorded():
-    return torch.load(stream_record.PATH)
+    return torch.load(stream_record.PATH, weights_only=True)
 
 
 @pytest.mark.parametrize("case", sorted(stream_record.CASES))
@@ -230,7 +249,9 @@ def test_stream_with_flow_is_the_feedback_loop(d):
     """``stream(flow=True)`` = dream frame 0 alone, then each input from ``FlowFeedback``, frame k
     seeded ``seed + k``; the first frame is exactly the plain call's."""
     frames = pan(3)
+    kept = [f.clone() for f in frames]
     outs = list(d.stream(frames, blend=0.6, flow=True, seed=4))
+    assert all(torch.equal(f, k) for f, k in zip(frames, kept))  # the caller's frames are left as they were
     assert all(o.dtype == torch.uint8 and o.shape == (3, *stream_record.SIZE) for o in outs)
     assert torch.equal(outs[0], d(frames[0], seed=4))
     feedback = FlowFeedback(0.6)
@@ -280,3 +301,24 @@ def test_missing_opencv_names_the_extra(hide_import, d):
     with pytest.raises(ImportError, match=r"flow=True needs OpenCV: pip install 'fastdream\[video\]'"):
         list(d.stream([torch.rand(3, *stream_record.SIZE)], blend=0.5, flow=True))
     assert len(list(d.stream([torch.rand(3, *stream_record.SIZE)], blend=0.5))) == 1  # without flow, nothing needs it
+
+
+@pytest.mark.cuda
+@needs_cv2
+def test_stream_with_flow_on_cuda():
+    """The warp and the blend on the GPU, the frames where the caller has them."""
+    d = fastdream.Dreamer(octaves=1, iterations=1, device="cuda")
+    frames = pan(3, 40, 48)
+    outs = list(d.stream(frames, blend=0.6, flow=True, seed=4))
+    assert all(o.device.type == "cpu" and o.dtype == torch.uint8 and o.shape == (3, 40, 48) for o in outs)
+    assert torch.equal(outs[0], d(frames[0], seed=4))
+    feedback = FlowFeedback(0.6)
+    for k, frame in enumerate(frames):
+        current = frame[None].cuda().float() / 255
+        source, grey = feedback.input_for(current)
+        dreamed = d(current if source is None else source, seed=4 + k)
+        assert dreamed.device.type == "cuda"
+        feedback.dreamed(current, grey, dreamed)
+        assert torch.equal(outs[k], (dreamed[0] * 255).round().clamp(0, 255).to(torch.uint8).cpu()), k
+    on_gpu = list(d.stream([f.cuda() for f in frames], blend=0.6, flow=True, seed=4))
+    assert all(o.device.type == "cuda" for o in on_gpu)

@@ -9,22 +9,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import fastdream
+from conftest import eager_reference, randomise_batchnorm
 from fastdream.models import LayerTap, get_spec
 from fastdream.models.prepare import prepare_for_dreaming, relu6_
-
-
-def _randomise_batchnorm(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so folding has something to get wrong."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
 
 
 def _torchvision(name):
@@ -37,21 +24,11 @@ def _torchvision(name):
         model = getattr(tvm, name)(weights=None)
     if name == "vgg16":
         model.classifier = nn.Identity()  # 100M parameters the taps never reach: keep the test light
-    return _randomise_batchnorm(model).eval()
+    return randomise_batchnorm(model).eval()
 
 
 def _lite0():
     return get_spec("efficientnet_lite0").build("default").eval()
-
-
-def _eager_reference(model: nn.Module) -> nn.Module:
-    """The module as its layers compute: a copy whose in-place activations do not overwrite a
-    tapped output (torchvision's ReLU(inplace=True) after a tapped conv would)."""
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if getattr(m, "inplace", False) is True:
-            m.inplace = False
-    return ref
 
 
 def _taps_and_grad(model, layers, x):
@@ -94,7 +71,7 @@ def test_same_taps_and_input_gradient(models, name, layers, size):
     assert isinstance(prepared, fx.GraphModule)
     # BatchNorm is folded, but for those after a tapped convolution (its output would change).
     assert sum(isinstance(m, nn.BatchNorm2d) for m in prepared.modules()) <= len(layers)
-    ref = _eager_reference(model).double()
+    ref = eager_reference(model).double()
     x = torch.rand(1, 3, size, size + 8, generator=torch.Generator().manual_seed(0))
 
     # float64: the rewriting is exact, only the order of float operations differs.
@@ -164,22 +141,6 @@ def test_activations_in_place_but_not_over_a_tap(models):
     assert after.target is F.relu6  # the tapped BatchNorm's output is not overwritten
 
 
-class _Untraceable(nn.Module):
-    """Data-dependent control flow: fx cannot trace it."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.head = nn.Conv2d(8, 8, 3, padding=1)
-
-    def forward(self, x):
-        y = F.relu(self.bn(self.conv(x)), inplace=True)
-        if y.mean() > 0:
-            y = y * 2
-        return self.head(y)
-
-
 class _InPlaceZoo(nn.Module):
     """In-place ops of every spelling around tapped layers."""
 
@@ -224,7 +185,7 @@ def _outputs_as_produced(model, layers, x):
 @pytest.mark.parametrize("layers", [["conv3"], ["bn1", "conv3"], ["bn2", "act"], ["conv2", "drop"]])
 def test_in_place_ops_of_a_module_keep_its_results(layers):
     torch.manual_seed(0)
-    model = _randomise_batchnorm(_InPlaceZoo()).eval().double()
+    model = randomise_batchnorm(_InPlaceZoo()).eval().double()
     prepared = prepare_for_dreaming(model, layers)
     assert isinstance(prepared, fx.GraphModule)
     x = torch.randn(2, 3, 20, 20, dtype=torch.float64)
@@ -236,27 +197,13 @@ def test_in_place_ops_of_a_module_keep_its_results(layers):
 
 def test_whole_module_output_unchanged_by_functionalisation():
     torch.manual_seed(0)
-    model = _randomise_batchnorm(_InPlaceZoo()).eval()
+    model = randomise_batchnorm(_InPlaceZoo()).eval()
     from fastdream.models.prepare import _prepare
 
     module = _prepare(model, [], top=False)  # no taps: the module's own output
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         torch.testing.assert_close(module(x), model(x.clone()), rtol=1e-5, atol=1e-5)
-
-
-def test_untraceable_module_falls_back_silently():
-    torch.manual_seed(0)
-    model = _randomise_batchnorm(_Untraceable()).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        assert prepare_for_dreaming(model, ["head"]) is model
-        d = fastdream.Dreamer(model, "head", octaves=2, iterations=2, jitter=4)
-        image = torch.rand(3, 48, 40, generator=torch.Generator().manual_seed(0))
-        out = d(image, seed=0)
-    assert out.shape == image.shape and torch.isfinite(out).all() and not torch.equal(out, image)
-    assert d._engine.prepare(torch.device("cpu")).model is model
-    assert model.training is False and not model.bn.weight.grad
 
 
 def test_user_module_dreams_like_the_builtin():
@@ -287,7 +234,9 @@ def test_a_module_with_hooks_runs_eagerly_so_they_run():
     calls = []
     handle = model[1].register_forward_hook(lambda m, i, o: calls.append(o.shape))
     try:
-        assert prepare_for_dreaming(model, ["2"]) is model
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the notice: tests/test_capture.py
+            assert prepare_for_dreaming(model, ["2"]) is model
         LayerTap(prepare_for_dreaming(model, ["2"]), ["2"])(torch.rand(1, 3, 9, 9))
         assert calls == [(1, 4, 7, 7)]
     finally:
@@ -314,7 +263,7 @@ class _OffsetConv(nn.Conv2d):
 def test_fold_of_a_convolution_subclass_is_checked_on_the_cpu_in_float32(offset):
     # float64 stands for what the check must not run in (on a GPU: cuDNN's TF32, which misses the
     # bound on most of EfficientNet-Lite0's folds); the check runs in float32 on the CPU
-    model = _randomise_batchnorm(nn.Sequential(_OffsetConv(3, 5, 3, offset=offset), nn.BatchNorm2d(5), nn.ReLU(),
+    model = randomise_batchnorm(nn.Sequential(_OffsetConv(3, 5, 3, offset=offset), nn.BatchNorm2d(5), nn.ReLU(),
                                                nn.Conv2d(5, 4, 3))).double().eval()
     before = copy.deepcopy(model.state_dict())
     prepared = prepare_for_dreaming(model, ["3"])

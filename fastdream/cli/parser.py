@@ -273,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
         "video",
         help="dream every frame of a video",
         description="Dream every frame of a video (or GIF, or numbered images), feeding part of each dreamed "
-        "frame into the next: input_k = (1 - B) * frame_k + B * dreamed_(k-1).",
+        "frame into the next: input_k = (1 - B) * frame_k + B * dreamed_(k-1); with --flow, "
+        "input_k = frame_k + B * (dreamed_(k-1) - frame_(k-1)) moved along the optical flow, where it is reliable.",
         epilog=_VIDEO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,7 @@
 """Making a model ready and fast to dream with, whatever its architecture (docs/architecture.md).
 
-:func:`prepare_for_dreaming` traces any module with ``torch.fx`` and rewrites the graph:
+:func:`prepare_for_dreaming` gets a graph of any module (``fastdream.models.capture``) and
+rewrites it:
 
 - the tapped layers stay modules (``call_module`` nodes, so hooks fire on them) under their own
   qualified names; a tapped module with submodules is itself prepared the same way;
@@ -16,22 +17,37 @@
 
 The result shares the module's parameters (folded weights and biases are the only new tensors) and
 the module itself is never modified. Its forward returns the tapped outputs; use it through
-:class:`fastdream.models.LayerTap`. Where tracing fails (data-dependent control flow …) or the
-module has hooks (they must run), the module is returned as it is, and ``LayerTap`` runs it eagerly
-and stops after the deepest layer. Tracing runs the forward once on ``torch.fx`` proxies, in eval
-mode: Python side effects of a forward (appending to a list …) happen then, not at every call.
+:class:`fastdream.models.LayerTap`. The graph comes from the first of (the fallback chain):
+
+1. ``torch.fx`` symbolic tracing, the forward's extra parameters at their defaults: one graph;
+2. where that fails (Python branches on shapes …), tracing with the real input of each new shape
+   (:class:`ShapeGraphs`: a graph per input shape, made at its first call);
+3. where the forward branches on tensor values, or its graph cannot be rewritten soundly, no graph:
+   a copy of the module runs its own forward on prepared submodules (each through 1 where it
+   traces, else the same way in turn) and ``LayerTap`` stops it after the deepest layer; said once.
+
+A module with hooks (they must run) is returned as it is, said once. Tracing runs the forward once
+(on ``torch.fx`` proxies, or on the real input as far as the deepest layer), in eval mode: Python
+side effects of a forward (appending to a list …) happen then, not at every call.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import operator
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .capture import BranchOnValues, concrete_graph, is_torch_layer, symbolic_graph
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -85,7 +101,6 @@ def channels_last(x):
 
 # --- what the graph rewriting knows about ops ----------------------------------------------------
 
-_CONTAINERS = (nn.Module, nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 _INPLACE_OPERATORS = {
     operator.iadd: operator.add, operator.isub: operator.sub, operator.imul: operator.mul,
     operator.itruediv: operator.truediv,
@@ -120,52 +135,26 @@ class _NotPrepared(Exception):
     """The graph holds something the rewriting does not handle soundly: use the module eagerly."""
 
 
-def _is_torch_layer(module: nn.Module) -> bool:
-    """A torch.nn layer or a subclass of one (a convolution with its own padding …): a leaf."""
-    if isinstance(module, fx.GraphModule):
-        return False
-    for cls in type(module).__mro__:
-        if cls in _CONTAINERS or cls is object:
-            continue
-        if cls.__module__.startswith(("torch.nn.", "torch.ao.nn.")):
-            return True
-    return False
-
-
-class _Tracer(fx.Tracer):
-    """Traces through containers and user modules; torch.nn layers and tapped modules are leaves."""
-
-    def __init__(self, taps: Set[str]):
-        super().__init__()
-        self.taps = taps
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname in self.taps:
-            return True
-        if any(t.startswith(qualname + ".") for t in self.taps):
-            return False  # a tapped layer is inside: its node must exist
-        return _is_torch_layer(m)
-
-
-def _frozen_copy(module: nn.Module, **tensors: torch.Tensor) -> nn.Module:
+def _frozen_copy(module: nn.Module, tensors: Optional[Dict[str, torch.Tensor]] = None,
+                 keep_inplace: bool = False) -> nn.Module:
     """A new module object sharing ``module``'s tensors (``tensors`` replace some of its
-    parameters), with no hooks, in eval mode, not in place (the graph says where overwriting is
-    safe); ``module`` is left as it was."""
+    parameters), with no hooks, in eval mode, not in place unless ``keep_inplace`` (in a graph, the
+    graph says where overwriting is safe); ``module`` is left as it was."""
     new = copy.copy(module)
     for key, value in module.__dict__.items():
         if isinstance(value, dict):
             new.__dict__[key] = type(value)() if "hook" in key else type(value)(value)
         elif isinstance(value, set):
             new.__dict__[key] = set(value)
-    for name, value in tensors.items():
+    for name, value in (tensors or {}).items():
         new._parameters[name] = nn.Parameter(value, requires_grad=False)
     new.training = False
-    if getattr(new, "inplace", None) is True:
+    if getattr(new, "inplace", None) is True and not keep_inplace:
         new.inplace = False
     return new
 
 
-# --- the entry point ------------------------------------------------------------------------------
+# --- the entry point: the fallback chain ----------------------------------------------------------
 
 
 def prepare_for_dreaming(module: nn.Module, layers: Sequence[str]) -> nn.Module:
@@ -177,20 +166,183 @@ def prepare_for_dreaming(module: nn.Module, layers: Sequence[str]) -> nn.Module:
         layers: qualified ``named_modules()`` names (already resolved) whose outputs are kept.
 
     Returns a module on which every name of ``layers`` is a submodule (for ``LayerTap``'s hooks),
-    or ``module`` itself when it cannot be traced (then it runs eagerly, as it is).
+    the first of: the fx graph of the module; a :class:`ShapeGraphs` (one graph per input shape)
+    where fx cannot trace it; the eager fallback (its own forward on prepared submodules, said
+    once) where no graph can be had; ``module`` itself where it has hooks (said once).
     """
     taps = list(dict.fromkeys(layers))
-    if _has_hooks(module):
-        return module  # the user's hooks are code that must run, on the module's own calls
+    if _has_hooks(module):  # the user's hooks are code that must run, on the module's own calls
+        notice(module, "runs as it is, eagerly (stopped after the deepest dreamed layer)",
+               "it has hooks, which must run on its own calls")
+        return module
+    with _eval_mode(module):  # trace the eval branches (GoogLeNet's aux heads, dropout …)
+        try:
+            graph = symbolic_graph(module, set(taps), at_defaults=True)
+        except Exception as exc:  # noqa: BLE001 - Python control flow fx cannot follow
+            return ShapeGraphs(module, taps, _reason(exc))
+        try:
+            return _prepare(module, taps, top=True, graph=graph)
+        except Exception as exc:  # noqa: BLE001 - a graph the rewriting does not handle soundly
+            return _eager_fallback(module, taps, {}, exc)
+
+
+class ShapeGraphs(nn.Module):
+    """A module whose forward fx cannot trace, prepared once per input shape: Tensor[B, C, H, W] →
+    the tapped outputs, like the fx graph (``capture.concrete_graph`` traces it on the first input
+    of each shape, following its Python branches).
+
+    The tapped modules are its submodules under their own names, shared by every shape's graph,
+    so ``LayerTap``'s hooks fire whichever graph runs. Graphs are kept for the last ``MAX_SHAPES``
+    input shapes (a dream uses one per octave, or per tile size). Where the forward branches on
+    tensor values, the first call says so once and the eager fallback runs from then on.
+    ``parameters()`` and ``buffers()`` are the module's own, which every graph shares.
+    """
+
+    MAX_SHAPES = 16
+
+    def __init__(self, module: nn.Module, taps: List[str], why_not_symbolic: str):
+        super().__init__()
+        # Plain attributes, not submodules: only the taps are named (and hooked) here.
+        self.__dict__.update(source=module, eager=None, graphs=OrderedDict(), cache={})
+        self.taps = taps
+        self.why_not_symbolic = why_not_symbolic
+        for tap in _outermost(taps):
+            _set_submodule(self, tap, _tap_module(module, tap, taps, self.cache, "", structured=True))
+
+    def parameters(self, recurse: bool = True):
+        return self.source.parameters(recurse)
+
+    def buffers(self, recurse: bool = True):
+        return self.source.buffers(recurse)
+
+    def forward(self, x: torch.Tensor):
+        if self.eager is None:
+            key = (tuple(x.shape), x.dtype, x.device)
+            graph = self.graphs.get(key)
+            if graph is None:
+                graph = self._capture(x, key)
+            else:
+                self.graphs.move_to_end(key)
+            if graph is not None:
+                return graph(x)
+        return self.eager(x)
+
+    def _capture(self, x: torch.Tensor, key) -> Optional[nn.Module]:
+        with _eval_mode(self.source):
+            try:
+                graph = concrete_graph(self.source, set(self.taps), x)
+                prepared = _prepare(self.source, self.taps, top=True, graph=graph, cache=self.cache)
+            except Exception as exc:  # noqa: BLE001 - no graph for this forward: eager from now on
+                self.eager = _eager_fallback(self.source, self.taps, self.cache, exc)
+                return None
+        self.graphs[key] = prepared
+        while len(self.graphs) > self.MAX_SHAPES:
+            self.graphs.popitem(last=False)
+        return prepared
+
+
+def _eager_fallback(module: nn.Module, taps: List[str], cache: dict, exc: Exception) -> nn.Module:
+    notice(module, "runs its own forward eagerly (stopped after the deepest dreamed layer, its "
+           "submodules prepared where they trace)", _reason(exc))
+    return _structured(module, taps, cache, own_graph=False)
+
+
+def _structured(module: nn.Module, taps: List[str], cache: dict, prefix: str = "", own_graph: bool = True) -> nn.Module:
+    """A hook-free eval copy of ``module`` (named ``prefix`` in the dreamed module; ``taps``
+    relative to it) keeping its structure, for a forward of the user's own that calls, iterates or
+    reaches into its children: each child made the same way in turn (a tapped one once per
+    ``cache``, a torch.nn layer a hook-free copy, in place as it was: the forward may count on it),
+    and its forward the fx graph of its own (BatchNorm folded, in place, whole output kept) where
+    ``own_graph`` and fx traces it, else its own code. ``LayerTap`` stops it after the deepest tap."""
+    new = _frozen_copy(module, keep_inplace=True)
+    for name, child in module.named_children():
+        inner = [t[len(name) + 1:] for t in taps if t.startswith(name + ".")]
+        if name in taps:
+            new._modules[name] = _tap_module(module, name, taps, cache, prefix, structured=True)
+        elif is_torch_layer(child) and not inner:
+            new._modules[name] = _frozen_copy(child, keep_inplace=True)
+        else:
+            new._modules[name] = _structured(child, inner, cache, prefix + name + ".")
+    if own_graph:
+        try:
+            graph = _prepare(module, taps, top=False, cache=cache, prefix=prefix)
+        except Exception:  # noqa: BLE001 - its own code, on its prepared children
+            return new
+        new.forward = graph.forward  # the children stay, for forwards that reach into them
+    return new
+
+
+def _tap_module(module: nn.Module, target: str, taps: List[str], cache: dict, prefix: str,
+                structured: bool) -> nn.Module:
+    """The prepared tapped submodule ``target`` of ``module`` (``taps`` relative to ``module``),
+    made once per ``cache``, so every graph and fallback of one dream calls (and ``LayerTap``
+    hooks) the same; ``structured``: keeping its structure (``_structured``), for code of the
+    user's that may reach into it, else its graph alone where it traces."""
+    key = ("tap", prefix + target)
+    if key not in cache:
+        sub = module.get_submodule(target)
+        inner = [t[len(target) + 1:] for t in taps if t.startswith(target + ".")]
+        if is_torch_layer(sub) and not inner:
+            cache[key] = _frozen_copy(sub)
+        elif structured:
+            cache[key] = _structured(sub, inner, cache, prefix + target + ".")
+        else:
+            try:
+                cache[key] = _prepare(sub, inner, top=False, prefix=prefix + target + ".")
+            except Exception:  # noqa: BLE001 - its own code, on its prepared children
+                cache[key] = _structured(sub, inner, cache, prefix + target + ".", own_graph=False)
+    return cache[key]
+
+
+def _outermost(taps: List[str]) -> List[str]:
+    """The taps not inside another tapped module (those are that module's business)."""
+    return [t for t in taps if not any(t.startswith(o + ".") for o in taps)]
+
+
+def _set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
+    """``root.get_submodule(path)`` becomes ``module``, with plain ``nn.Module`` holders between."""
+    *parents, name = path.split(".")
+    for part in parents:
+        if part not in root._modules:
+            root.add_module(part, nn.Module())
+        root = root._modules[part]
+    root.add_module(name, module)
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module):
+    """``module`` and its submodules in eval mode for the block; their own flags come back."""
     modes = [(m, m.training) for m in module.modules()]
     try:
-        module.eval()  # trace the eval branches (GoogLeNet's aux heads, dropout …)
-        return _prepare(module, taps, top=True)
-    except Exception:  # noqa: BLE001 - whatever fx or the rewriting trips on: the eager path
-        return module
+        module.eval()
+        yield
     finally:
         for m, mode in modes:
             m.training = mode
+
+
+_NOTICED: "weakref.WeakKeyDictionary[type, Set[str]]" = weakref.WeakKeyDictionary()
+_NOTICED_LOCK = threading.Lock()
+
+
+def notice(module: nn.Module, how: str, why: str) -> None:
+    """Say once per module class and reason (a ``RuntimeWarning``) that ``module`` runs unprepared."""
+    with _NOTICED_LOCK:
+        seen = _NOTICED.setdefault(type(module), set())
+        if why in seen:
+            return
+        seen.add(why)
+    warnings.warn(f"fastdream: {type(module).__name__} {how}: {why}", RuntimeWarning, stacklevel=2)
+
+
+def _reason(exc: Exception) -> str:
+    """Why a module gets no graph, in a few words (the first line of the error)."""
+    if isinstance(exc, BranchOnValues):
+        return str(exc)
+    text = (str(exc).strip().splitlines() or [""])[0][:160]
+    if isinstance(exc, _NotPrepared):
+        return f"its graph cannot be rewritten soundly ({text})"
+    return f"torch.fx cannot trace it ({type(exc).__name__}: {text})"
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -199,21 +351,33 @@ def _has_hooks(module: nn.Module) -> bool:
     return any(getattr(m, name, None) for m in module.modules() for name in names)
 
 
-def _prepare(module: nn.Module, taps: List[str], top: bool) -> nn.Module:
-    graph = _Tracer(set(taps)).trace(module)
+def _prepare(module: nn.Module, taps: List[str], top: bool, graph: Optional[fx.Graph] = None,
+             cache: Optional[dict] = None, prefix: str = "") -> nn.Module:
+    """The rewritten graph of ``module`` (``graph``: its trace, else fx's). ``top``: the dreamed
+    module itself (the graph returns the taps; else it returns the module's own output and must not
+    overwrite its inputs). ``cache``: modules shared with other graphs of the same dream, keyed by
+    their names in it (``prefix``: this module's)."""
+    graph = symbolic_graph(module, set(taps), at_defaults=False) if graph is None else graph
+    shared = cache is not None  # its tapped modules are other graphs' or code's too
+    cache = {} if cache is None else cache
     modules = dict(module.named_modules())
     calls = _module_calls(graph)
-    # Taps inside another tapped module are that module's business (it is prepared in turn).
-    outer = [t for t in taps if not any(t.startswith(o + ".") for o in taps)]
+    outer = _outermost(taps)
     if any(t not in calls for t in outer):
         raise _NotPrepared("a tapped layer is not called by the forward")
     tapped = {node for t in outer for node in calls[t]}
+    if not top and any(_mutates(n, modules) and n.args[0].op in ("placeholder", "get_attr") for n in graph.nodes):
+        raise _NotPrepared("the forward overwrites its input")  # its caller would see that
 
     _functionalize(graph, modules, tapped)
     if top:  # the forward returns the taps (the first output of each): the rest is dead code
         output = next(n for n in graph.nodes if n.op == "output")
         output.args = (tuple(calls[t][0] for t in outer),)
     _eliminate_dead_code(graph)
+    if top:  # the forward's extra parameters, fixed at their defaults, are no longer read
+        for node in [n for n in graph.nodes if n.op == "placeholder"][1:]:
+            if not node.users:
+                graph.erase_node(node)
     _bypass_identities(graph, modules, tapped)
 
     root: Dict[str, object] = {}
@@ -221,13 +385,12 @@ def _prepare(module: nn.Module, taps: List[str], top: bool) -> nn.Module:
         if node.op == "get_attr":
             root[node.target] = _attribute(module, node.target)
         elif node.op == "call_module" and node.target not in root:
-            sub = modules[node.target]
             if node.target in outer:
-                inner = [t[len(node.target) + 1:] for t in taps if t.startswith(node.target + ".")]
-                root[node.target] = _prepare_tapped(sub, inner)
+                root[node.target] = _tap_module(module, node.target, taps, cache, prefix, structured=shared)
             else:  # hook-free and in eval mode, whatever the module's own flags
-                root[node.target] = _frozen_copy(sub)
-    _fold_batchnorm(graph, root, _module_calls(graph), tapped)
+                key = ("copy", prefix + node.target)
+                root[node.target] = cache.get(key) or cache.setdefault(key, _frozen_copy(modules[node.target]))
+    _fold_batchnorm(graph, root, _module_calls(graph), tapped, cache, prefix, fold_tapped=not shared)
     _inplace_where_safe(graph, root, tapped)
     convs = (m for r in root.values() if isinstance(r, nn.Module) for m in r.modules())
     if top and any(isinstance(m, nn.Conv2d) for m in convs):
@@ -248,17 +411,6 @@ def _module_calls(graph: fx.Graph) -> Dict[str, List[fx.Node]]:
         if node.op == "call_module":
             calls.setdefault(node.target, []).append(node)
     return calls
-
-
-def _prepare_tapped(sub: nn.Module, inner: List[str]) -> nn.Module:
-    """A tapped module inside the graph: prepared itself when it has a forward worth rewriting,
-    a hook-free eval copy when it is a torch.nn layer, the module itself when it does not trace."""
-    if _is_torch_layer(sub) and not inner:
-        return _frozen_copy(sub)
-    try:
-        return _prepare(sub, inner, top=False)
-    except Exception:  # noqa: BLE001 - eager inside the graph, as it is
-        return sub
 
 
 def _attribute(module: nn.Module, target: str):
@@ -427,7 +579,7 @@ def _folded_conv(conv: nn.Module, bn: nn.Module) -> nn.Module:
     bias = shift if conv.bias is None else conv.bias * scale + shift
     if weight.dim() == 4:
         weight = weight.contiguous(memory_format=torch.channels_last)
-    return _frozen_copy(conv, weight=weight, bias=bias)
+    return _frozen_copy(conv, {"weight": weight, "bias": bias})
 
 
 def _on_cpu_float32(module: nn.Module):
@@ -457,11 +609,13 @@ def _folding_is_exact(conv: nn.Module, bn: nn.Module, folded: nn.Module) -> bool
     return bool((got - expected).abs().max() <= 1e-4 * (1.0 + expected.abs().max()))
 
 
-def _fold_batchnorm(graph: fx.Graph, root: Dict[str, object], calls, tapped: Set[fx.Node]) -> None:
+def _fold_batchnorm(graph: fx.Graph, root: Dict[str, object], calls, tapped: Set[fx.Node], cache: dict,
+                    prefix: str, fold_tapped: bool) -> None:
     """Fold each eval BatchNorm that follows a convolution nothing else reads into that convolution.
 
-    The convolution (called once) is replaced by a folded copy; the BatchNorm node is removed, or,
-    when tapped, its module becomes ``nn.Identity`` so its hooks still see the same output.
+    The convolution (called once) is replaced by a folded copy (made once per ``cache``); the
+    BatchNorm node is removed, or, when tapped and ``fold_tapped`` (no other graph shares the tapped
+    module), its module becomes ``nn.Identity`` so its hooks still see the same output.
     """
     for node in list(graph.nodes):
         if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
@@ -476,10 +630,14 @@ def _fold_batchnorm(graph: fx.Graph, root: Dict[str, object], calls, tapped: Set
             continue
         if conv_node in tapped or len(conv_node.users) != 1 or len(calls[conv_node.target]) != 1:
             continue
-        if node in tapped and len(calls[node.target]) != 1:
+        if node in tapped and (len(calls[node.target]) != 1 or not fold_tapped):
             continue
-        folded = _folded_conv(conv, bn)
-        if not _folding_is_exact(conv, bn, folded):
+        key = ("fold", prefix + conv_node.target, prefix + node.target)
+        if key not in cache:
+            folded = _folded_conv(conv, bn)
+            cache[key] = folded if _folding_is_exact(conv, bn, folded) else None
+        folded = cache[key]
+        if folded is None:
             continue
         root[conv_node.target] = folded
         if node in tapped:
