@@ -13,7 +13,7 @@ import torch
 
 from . import options as _options
 from ._checks import check_image
-from .batching import WINDOW, seed_for, window_batches
+from .batching import GPU_BATCH, WINDOW, cpu_batch_size, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
 from .engine import Engine
 from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
@@ -29,12 +29,13 @@ class Dreamer:
 
     Args:
         model: a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking
-            Tensor[B, 3, H, W]. A module of yours is never copied, moved or changed: where torch.fx
-            traces it, the dream runs a graph of it that shares its parameters (BatchNorm folded,
-            truncated at the deepest layer, ``fastdream.models.prepare``), else the module itself,
-            put in eval mode for the duration of a call. Its parameters may be float32, float64,
-            float16 or bfloat16: the model's input is cast to its dtype, the image and the step
-            stay float32.
+            Tensor[B, 3, H, W]. A module of yours is never moved or changed: the dream runs a graph
+            of it that shares its parameters (BatchNorm folded, truncated at the deepest layer,
+            ``fastdream.models.prepare``; one per input shape where its forward branches on
+            shapes), or where none can be had (a branch on tensor values), its own forward on its
+            prepared blocks, said once; it is put in eval mode for the duration of a call. Its
+            parameters may be float32, float64, float16 or bfloat16: the model's input is cast to
+            its dtype, the image and the step stay float32.
         layers: layer name(s) to dream at, qualified names from ``named_modules()`` or the model's
             aliases (``fastdream.list_layers(model)``); a ``{name: weight}`` dict weighs several
             layers. ``None``: the model's default layer (required for a module of yours).
@@ -155,9 +156,10 @@ class Dreamer:
         Args:
             images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
                 that decodes files is read ``batch_size × 4`` images ahead at most.
-            batch_size: images per batch (>= 1). ``None``: 8 on a GPU, 1 on the CPU, where batching
-                measured slower per image (512², 2-core EPYC: 5.2 images/s at batch 1, 3.2 at 4,
-                1.8 at 64: the activations of a batch outgrow the caches).
+            batch_size: images per batch (>= 1). ``None``: 8 on a GPU; on the CPU as many as
+                ``fastdream.batching.CPU_BATCH_PIXELS`` holds (8 of 128², 4 of 256², 1 from 363²),
+                where batching pays for small images and not for large ones (docs/architecture.md,
+                "Batches on the CPU").
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: fresh randomness).
             progress: a bar over images (images/s); default: the Dreamer's ``progress``.
             prefetch: read the next images on a worker thread while the current batch dreams.
@@ -166,7 +168,7 @@ class Dreamer:
         """
         if batch_size is not None:
             batch_size = check_int("batch_size", batch_size, 1)
-        window_size = WINDOW * (batch_size or 8)
+        window_size = WINDOW * (batch_size or GPU_BATCH)
         seed = check_seed("seed", seed)
         errors = check_choice("errors", errors, ("raise", "return"))
         progress = self.options.progress if progress is None else check_bool("progress", progress)
@@ -203,8 +205,11 @@ class Dreamer:
                 yield from results
 
     def _default_batch_size(self, key: tuple) -> int:
-        """8 on a GPU, 1 on the CPU (``dream_many``'s ``batch_size=None``), for a (shape, dtype, device) key."""
-        return 8 if (self.options.device or key[2]).type == "cuda" else 1
+        """``dream_many``'s ``batch_size=None`` for a (shape, dtype, device) key: ``GPU_BATCH`` on a
+        GPU, ``cpu_batch_size`` of the image size on the CPU."""
+        if (self.options.device or key[2]).type == "cuda":
+            return GPU_BATCH
+        return cpu_batch_size(*key[0][-2:])
 
     def stream(
         self,
