@@ -28,7 +28,8 @@ import torch
 import fastdream
 from fastdream._reference import dream_reference
 from fastdream.models import LayerTap, get_spec
-from fastdream.models.prepare import freeze
+from fastdream.engine import resolve_precision
+from fastdream.models.prepare import freeze, prepare_for_dreaming
 from fastdream.objectives import ObjectivePlan, compose
 from fastdream.octaves import octave_sizes, shift_table
 
@@ -86,19 +87,24 @@ def run_case(model: str, layer: str, size: int, batch: int, device: torch.device
         tables = [shift_table(iterations, batch, dreamer.jitter, gen) for _ in sizes]
         return dream_reference(image, lambda v: tap((v - mean) / std), objective, sizes, tables, dreamer.step_size)
 
-    prepared = dreamer._engine.prepare(device)
+    # the floor: the model as the Dreamer prepares it (traced, truncated, BN folded, channels_last)
+    name = spec.aliases.get(layer, layer)
+    truncated = LayerTap(prepare_for_dreaming(plain, [name]), [name])
+    dtype = resolve_precision(dreamer.precision, device)
     inputs = [torch.rand(batch, 3, h, w, device=device) for h, w in sizes]
 
     def floor():
         for x in inputs:
             for _ in range(iterations):
                 x_in = x.detach().requires_grad_(True)
-                torch.autograd.grad(dreamer._engine.objective(prepared.features(x_in)), x_in)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    acts = truncated((x_in - mean) / std)
+                torch.autograd.grad(objective(acts), x_in)
 
     result = {
         "model": model, "layer": layer, "size": size, "batch": batch,
         "octaves": octaves, "iterations": iterations,
-        "precision": str(prepared.dtype or torch.float32).replace("torch.", ""),
+        "precision": str(dtype or torch.float32).replace("torch.", ""),
         "backend": fastdream.backend_info()["devices"].get(device.type),
     }
     result["reference_s"] = _median_time(reference, device, repeats)

@@ -34,10 +34,9 @@ if device == "cuda":
 seconds = time.perf_counter() - start
 peak = (torch.cuda.max_memory_allocated() if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-engine = dreamer._engine
-tilings = engine.tilings(engine.prepare(torch.device(device)), 1, [(size, size)], torch.Generator())
+tiling = dreamer.last_tiling  # of the call's (one) octave
 print(json.dumps({"peak_bytes": peak, "baseline_rss_bytes": base_rss, "seconds": seconds,
-                  "tile": tilings[0].tile if tilings[0] else None}))
+                  "tile": tiling.tile if tiling else None}))
 """
 
 

@@ -8,7 +8,7 @@
 //     image in double and writes one partial to workspace[b * parts + blockIdx.x]. An image is C*H*W
 //     contiguous values in both NCHW and NHWC, so this pass ignores the layout and loads 4-wide.
 //  2. grid (blocks_x, images): each block first adds its image's `parts` partials in a fixed order
-//     (deterministic, the same in every block) and forms s_b (step_scale.h, image_scale below), then
+//     (deterministic, the same in every block) and forms s_b (step_scale.h, step_image below), then
 //     applies the fused unroll + step + clip:
 //     - NCHW gradient, step_kernel: one thread per VEC consecutive values of a row of one channel,
 //       4-wide on img (and on grad where the shift keeps it aligned) when W and the pointers allow it;

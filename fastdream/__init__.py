@@ -20,6 +20,7 @@ _EXPORTS = {
     "Options": ".options",
     "dream": ".dreamer",
     "WeightsUnavailableError": ".errors",
+    "NonFiniteError": ".errors",
     "dream_files": ".cluster",
     "dream_folder": ".cluster",
     "backend_info": ".backends",
@@ -56,7 +57,7 @@ if TYPE_CHECKING:  # static tools see the real names
     from .backends import backend_info
     from .cluster import dream_files, dream_folder
     from .dreamer import Dreamer, dream
-    from .errors import WeightsUnavailableError
+    from .errors import NonFiniteError, WeightsUnavailableError
     from .image_io import IMAGE_SUFFIXES, decode_image, encode_image, load_image, sample_image
     from .image_io import sample_image_path, save_image
     from .models import DEFAULT_MODEL, default_layer, list_layers, list_models

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
-from typing import Tuple
+from typing import Iterable, List, Tuple
+
+
+_TOKEN_BYTES = 6  # .BASE.<12 hex digits>.tmp
 
 
 def open_temp(folder: str, base: str, func: str) -> Tuple[int, str]:
@@ -17,7 +21,7 @@ def open_temp(folder: str, base: str, func: str) -> Tuple[int, str]:
     returns its descriptor, open for writing, and its path."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     for _ in range(100):
-        temp = os.path.join(folder, f".{base}.{secrets.token_hex(6)}.tmp")
+        temp = os.path.join(folder, f".{base}.{secrets.token_hex(_TOKEN_BYTES)}.tmp")
         try:
             return os.open(temp, flags, 0o666), temp
         except FileExistsError:
@@ -49,3 +53,20 @@ def publish(temp: str, name: str, overwrite: bool, func: str) -> None:
         os.replace(temp, name)
     else:
         os.unlink(temp)
+
+
+def stale_temps(folder: str, bases: Iterable[str]) -> List[str]:
+    """The temporary files :func:`open_temp` names for ``bases`` in ``folder`` (``.BASE.<12 hex
+    digits>.tmp``) that exist: what a killed writer left. Other files are never listed."""
+    wanted = set(bases)
+    pattern = re.compile(r"\.(.+)\.[0-9a-f]{%d}\.tmp" % (2 * _TOKEN_BYTES))
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in sorted(names):
+        match = pattern.fullmatch(name)
+        if match and match.group(1) in wanted and os.path.isfile(os.path.join(folder, name)):
+            found.append(os.path.join(folder, name))
+    return found

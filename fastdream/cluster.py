@@ -250,7 +250,10 @@ def _dream(ray, sources, dests, options, here, seed, batch_size, max_side, concu
         if on_result is not None:
             on_result(source, dest, error)
 
-    index = _aliases(sources)
+    index, given = _aliases(sources), list(sources)
+    # Workers run in the shipped package's folder (fastdream.ray_support.init_ray): local paths absolute.
+    given_dest = {_absolute(dest): dest for dest in dests}
+    sources, dests = [_absolute(source) for source in sources], [_absolute(dest) for dest in dests]
     if batch_size == 1:
         shapes: List[Optional[tuple]] = [(0,)] * len(sources)  # every file alone: no probe needed
     else:
@@ -262,7 +265,7 @@ def _dream(ray, sources, dests, options, here, seed, batch_size, max_side, concu
             i = index[str(row["path"])]
             error = row["error"] or _size_error(here, tuple(row["shape"]))
             if error:
-                done(sources[i], dests[i], error)
+                done(given[i], given_dest[dests[i]], error)
             else:
                 shapes[i] = tuple(row["shape"])
     plan = plan_batches(shapes, batch_size, seed)
@@ -298,8 +301,7 @@ def _dream(ray, sources, dests, options, here, seed, batch_size, max_side, concu
             worker, fn_constructor_kwargs=constructor, **pool
         )
     for row in dreamed.iter_rows():
-        source = sources[index[str(row["source"])]]
-        done(source, row["dest"], row["error"])
+        done(given[index[str(row["source"])]], given_dest[str(row["dest"])], row["error"])
     return report
 
 
@@ -313,6 +315,10 @@ def _size_error(dreamer, shape: tuple) -> str:
     except (ValueError, TypeError) as exc:
         return one_line(exc)
     return ""
+
+
+def _absolute(path: str) -> str:
+    return path if is_uri(path) else os.path.abspath(path)
 
 
 def _aliases(sources: Sequence[str]) -> Dict[str, int]:

@@ -15,9 +15,9 @@ from . import options as _options
 from ._checks import check_image
 from .batching import GPU_BATCH, WINDOW, cpu_batch_size, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
+from .dream_cache import DreamerCache
 from .engine import Engine
 from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
-from .options import check_seed
 from .prefetch import prefetched
 from .progress import progress_bar
 
@@ -27,67 +27,7 @@ __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]
 class Dreamer:
     """DeepDream with its options bound once; call it on images.
 
-    Args:
-        model: a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking
-            Tensor[B, 3, H, W]. A module of yours is never moved or changed: the dream runs a graph
-            of it that shares its parameters (BatchNorm folded, truncated at the deepest layer,
-            ``fastdream.models.prepare``; one per input shape where its forward branches on
-            shapes), or where none can be had (a branch on tensor values), its own forward on its
-            prepared blocks, said once; it is put in eval mode for the duration of a call. Its
-            parameters may be float32, float64, float16 or bfloat16: the model's input is cast to
-            its dtype, the image and the step stay float32.
-        layers: layer name(s) to dream at, qualified names from ``named_modules()`` or the model's
-            aliases (``fastdream.list_layers(model)``); a ``{name: weight}`` dict weighs several
-            layers. ``None``: the model's default layer (required for a module of yours).
-        weights: built-in models only: ``"default"`` (pretrained), ``None`` (random init) or a path
-            to a local ``.pth`` state dict.
-        octaves: number of octave sizes (>= 1), fewer if the image is small.
-        octave_scale: size ratio between octaves (> 1).
-        iterations: gradient steps per octave (>= 0).
-        step_size: mean absolute change per pixel per step, in image units ([0, 1] scale);
-            ``None``: ``DEFAULT_STEP_SIZE``.
-        jitter: maximum random roll in pixels (>= 0), uniform in [-jitter, jitter] per image and step.
-        objective: ``"l2"`` (the seed's 0.5·sum(a²)), ``"mean"``, or a callable
-            ``Tensor[B, C, h, w] -> scalar`` summed over the batch.
-        channels: channel indices to maximise at every layer (``None``: all).
-        normalize: ``(mean, std)`` applied to the [0, 1] image before the model; built-in models
-            use their own (ImageNet), a module of yours gets the image as given unless this is set.
-        min_size: smallest short side (pixels) of an octave; default from the model (32 for
-            modules of yours).
-        device: where to compute (``None``: the image's device); the result is returned on the
-            image's device.
-        precision: ``"auto"`` (bf16 autocast on CUDA GPUs, fp16 where bf16 is missing; fp32 on CPUs),
-            ``"fp32"``, ``"bf16"`` or ``"fp16"``; the image and the step stay float32.
-        seed: default seed of the jitter shifts (``None``: fresh randomness per call).
-        progress: default for showing a tqdm bar over octaves × iterations.
-        max_memory: memory budget in bytes for one call on its device, or ``"auto"`` (what the
-            device has free now); past it, gradients are computed tile by tile (``fastdream.tiles``)
-            so any image size fits. ``None``: no budget.
-        tile_size: force tiles of this many pixels a side (overrides ``max_memory``).
-        tile_margin: context in pixels around each tile, for the receptive field. Tiles, margins
-            and grid offsets are rounded to multiples of 32 px (``fastdream.tiles.ALIGN``).
-
-        guide: an image (Tensor[3, H, W], uint8 or float in [0, 1]) whose features the dream
-            grows: each activation vector is pulled towards its best match in the guide's features
-            at the same layer (the original notebook's ``objective_guide``); replaces ``objective``.
-        channel_mode: ``"strongest"``, ``"weakest"`` or ``"average"``: dream only the
-            ``channel_count`` channels of each layer that are strongest / weakest / closest to the
-            mean in each input image (its mean activation per channel, at the first octave).
-        classes: ImageNet classes to grow: names (``"tabby"``, case-insensitive) or indices, a list
-            or a ``{class: weight}`` dict; maximises their logits (built-in models). Without
-            ``layers`` the classes are the whole objective, with them they are added.
-        smoothing: Gaussian smoothing of each gradient before the step: a sigma in pixels (the
-            cascade σ·(0.5, 1, 2) is averaged) or a sequence of sigmas.
-        lap_normalize: Laplacian-pyramid normalisation of each gradient with this many levels.
-        keep_colors: keep the input's colours (only the luminance is dreamed, BT.601 YCbCr).
-        init: what ``dreamer(None, size=(H, W))`` starts from: ``"noise"`` (0.5 + 0.1·N(0, 1),
-            from the seed) or ``"grey"``.
-        cuda_graphs: on CUDA with the compiled kernels, capture one iteration per octave shape in a
-            CUDA graph and replay it (``fastdream.graphs``); same result, less launch overhead.
-            Graphs are kept across calls. Tiled octaves, ``guide`` and ``channel_mode`` (their
-            objective is built per call) run eagerly, and so does a model or objective that cannot
-            be captured (one ``RuntimeWarning``). ``torch.backends.cudnn.benchmark`` is yours to
-            set; ``True`` is usually faster on GPUs (the autotuning runs before the capture).
+    {args}
 
     Every option is a field of :class:`fastdream.options.Options` (``dreamer.options``); a bad one
     raises :class:`fastdream.options.OptionError`, a ``ValueError`` (``TypeError`` too for a wrong
@@ -97,11 +37,13 @@ class Dreamer:
     """
 
     def __init__(self, model=_options.DEFAULT_MODEL, layers=None, **options):
+        _options.check_names(options, "Dreamer")
         with torch.inference_mode(False):  # parameters built here must be usable by autograd
             self.options = Options(model=model, layers=layers, **options)
             self._engine = Engine(self.options)
 
     __signature__ = _options.signature()
+    __doc__ = __doc__.format(args=_options.args_doc().replace("\n", "\n    "))
 
     def __getattr__(self, name: str):
         """The options as attributes (``dreamer.octaves``); ``layers``, ``classes``, ``min_size``
@@ -139,6 +81,11 @@ class Dreamer:
         """
         if image is not None:
             check_image(image)
+        return self._dream(image, seed, progress, size)
+
+    def _dream(self, image: Optional[torch.Tensor], seed, progress, size) -> torch.Tensor:
+        """A call on a checked image (``__call__`` and ``dream()`` check it first)."""
+        seed, progress = self._engine.call_defaults(seed, progress)
         return self._engine.dream(image, seed, progress, size)
 
     def dream_many(
@@ -160,7 +107,8 @@ class Dreamer:
                 ``fastdream.batching.CPU_BATCH_PIXELS`` holds (8 of 128², 4 of 256², 1 from 363²),
                 where batching pays for small images and not for large ones (docs/architecture.md,
                 "Batches on the CPU").
-            seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: fresh randomness).
+            seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: the Dreamer's
+                ``seed``, or fresh randomness where it has none).
             progress: a bar over images (images/s); default: the Dreamer's ``progress``.
             prefetch: read the next images on a worker thread while the current batch dreams.
             errors: ``"raise"`` stops at the first bad image; ``"return"`` yields the exception in
@@ -169,9 +117,8 @@ class Dreamer:
         if batch_size is not None:
             batch_size = check_int("batch_size", batch_size, 1)
         window_size = WINDOW * (batch_size or GPU_BATCH)
-        seed = check_seed("seed", seed)
         errors = check_choice("errors", errors, ("raise", "return"))
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        seed, progress = self._engine.call_defaults(seed, progress)
         source = prefetched(images, window_size // 2) if prefetch else iter(images)
         counter = itertools.count()
         with progress_bar(progress, "images", "img") as bar:
@@ -223,7 +170,8 @@ class Dreamer:
         """Dream a stream of frames (video-like: one size), yielding each dreamed frame.
 
         ``blend`` in [0, 1): feedback for temporal coherence, the input of frame ``k`` is
-        ``(1 - blend)·frame_k + blend·dreamed_{k-1}``. ``seed``: frame ``k`` uses ``seed + k``.
+        ``(1 - blend)·frame_k + blend·dreamed_{k-1}``. ``seed``: frame ``k`` uses ``seed + k``
+        (``None``: the Dreamer's ``seed``, or fresh randomness where it has none).
         The model, its preparation and (on GPUs) its buffers are reused across frames.
 
         ``flow=True`` (needs ``blend`` > 0 and OpenCV, the ``[video]`` extra): the previous frame's
@@ -240,8 +188,7 @@ class Dreamer:
         if check_bool("flow", flow) and blend == 0.0:
             raise OptionError("{0} moves the previous dreamed frame into the next: it needs {1} > 0, got 0",
                               "flow", "blend")
-        seed = check_seed("seed", seed)
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        seed, progress = self._engine.call_defaults(seed, progress)
         if flow:
             yield from self._stream_flow(frames, blend, seed, progress)
             return
@@ -319,9 +266,23 @@ def dream(
     ``image``: Tensor[3, H, W] or [B, 3, H, W], uint8 or float in [0, 1]; the result has the same
     shape, dtype and device. ``image=None, size=(H, W)`` dreams from noise. ``options``: see
     :class:`Dreamer` (``model``, ``layers``, ``octaves``, ``iterations``, ``step_size``, ``jitter``,
-    ``precision``, ``device``, ``guide``, ``classes``, ``smoothing`` …). To dream many images, build
-    one ``Dreamer`` and call it: the model is then loaded once.
+    ``precision``, ``device``, ``guide``, ``classes``, ``smoothing`` …).
+
+    Repeated calls are as fast as calls on one ``Dreamer``: the Dreamers of the last few option sets
+    of built-in models are kept (``fastdream.dream_cache``; ``dream.cache_clear()`` drops them), and
+    a module of yours keeps its prepared graph for as long as you keep the module (never longer).
     """
+    _options.check_names(options, "dream")
     if image is not None:
         check_image(image)  # once, before the model is loaded
-    return Dreamer(**options)._engine.dream(image, seed, progress, size)
+    with torch.inference_mode(False):
+        canonical = Options(**options)
+    if isinstance(canonical.model, str):
+        dreamer = DREAMERS.get(canonical)
+    else:  # a Dreamer holds your module: never cached (its prepared graph is, weakly)
+        dreamer = Dreamer(**canonical.as_dict())
+    return dreamer._dream(image, seed, progress, size)
+
+
+DREAMERS = DreamerCache(lambda options: Dreamer(**options.as_dict()))
+dream.cache_clear = DREAMERS.clear

@@ -20,7 +20,7 @@ import itertools
 import secrets
 import threading
 import warnings
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,19 +29,25 @@ from . import ops
 from ._checks import check_min_size
 from ._convert import to_dtype_like, to_float01
 from .colors import keep_colors
+from .dream_cache import PREPARED_GRAPHS
+from .diagnose import detached_layer_error, is_no_path_error, nonfinite_error
 from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .models.layers import LayerTap, resolve_layers
 from .models.prepare import freeze, prepare_for_dreaming
 from .models.registry import ModelSpec, get_spec
-from .objectives import Context, Objective, ObjectivePlan, class_indices, compose, imagenet_categories
-from .objectives.compose import first_octave
+from .objectives import Context, Objective, ObjectivePlan, class_indices, compose, first_octave, imagenet_categories
+from .objectives import plan_options
 from .octaves import octave_sizes, shift_table
 from .progress import progress_bar
-from .options import OptionError, Options, check_bool, check_int, check_seed
+from .options import OptionError, Options, check_bool, check_int, check_seed, format_memory
 from .regularizers import gaussian_smooth, laplacian_normalize
-from .resize import resize_add
 from .step import StepConfig, Stepper, Tiling, autocast_context
 from .tiles import aligned, available_memory, grid_offsets, saved_bytes_per_pixel, tile_for_budget
+
+
+FULL_SIZE_BUFFERS = 5
+"""float32 tensors of the full image size a call holds at its last octave, tiled or not: the image,
+``x``, ``base``, ``detail`` and the assembled gradient."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
@@ -156,14 +162,16 @@ class Engine:
             categories = imagenet_categories(self._weights_meta())
             indices = _wrapped("classes", class_indices, list(class_weights), categories)
             self.classes = dict(zip(indices, class_weights.values()))
-        self.plan = ObjectivePlan(
-            layers=self.layers, objective=options.objective, channels=options.channels, classes=self.classes,
-            logits_layer=self.spec.logits_layer if self.spec is not None else None, guide=options.guide,
-            channel_mode=options.channel_mode, channel_count=options.channel_count,
-        )
+        # Every option some objective source reads, whatever the source (fastdream.objectives.plan);
+        # the classes as resolved against the model's class names.
+        values = {name: getattr(options, name) for name in plan_options()}
+        if "classes" in values:
+            values["classes"] = self.classes
+        logits_layer = self.spec.logits_layer if self.spec is not None else None
+        self.plan = ObjectivePlan(self.layers, logits_layer, **values)
         self.tapped = self.plan.tapped
-        self.objective = compose(ObjectivePlan(self.layers, options.objective, options.channels, self.classes,
-                                               self.plan.logits_layer))
+        # The options' own objective: every call's where the plan is static; else the probe of tiles.py
+        self.objective = compose(self.plan, static_only=True)
         self.base_model = base if self.user_model is not None else freeze(base)
         self.prepared: Dict[tuple, Prepared] = {}
         self.graph_notice = FallbackNotice()
@@ -189,12 +197,28 @@ class Engine:
         if not (isinstance(size, (tuple, list)) and len(size) == 2):
             raise OptionError("{0} must be a (height, width) pair of ints, got {size!r}", "size", size=size)
         height, width = (check_int("size", v, self.min_input) for v in size)
+        self.check_budget(1, height, width)
         if self.options.init == "grey":
             image = torch.full((3, height, width), 0.5)
         else:  # its own generator: the shift tables of a seed do not depend on the size
             noise = torch.randn(3, height, width, generator=torch.Generator().manual_seed(seed ^ 0x5EED))
             image = noise.mul_(0.1).add_(0.5).clamp_(0.0, 1.0)
         return image.to(self.options.device or "cpu")
+
+    def check_budget(self, batch: int, height: int, width: int) -> None:
+        """OptionError naming ``max_memory`` where a byte budget cannot hold even the full-size float32
+        buffers of a ``batch × 3 × height × width`` call (tiles bound the model's memory, not these),
+        before anything of that size is allocated."""
+        budget = self.options.max_memory
+        if not isinstance(budget, int):
+            return
+        need = FULL_SIZE_BUFFERS * batch * 3 * height * width * 4
+        if need > budget:
+            raise OptionError(
+                "{0}: {budget} is too small for a {batch}×3×{height}×{width} dream: its full-size float32 "
+                "buffers alone (the image, the octave's input and base, the detail, the gradient) take {need}, "
+                "whatever the tiles; raise {0} or dream a smaller image", "max_memory", budget=format_memory(budget), batch=batch,
+                height=height, width=width, need=format_memory(need))
 
     def device_for(self, image: torch.Tensor) -> torch.device:
         device = self.options.device or image.device
@@ -204,16 +228,18 @@ class Engine:
 
     # -- a call ----------------------------------------------------------------------------------
 
-    def dream(self, image: Optional[torch.Tensor], seed: Optional[int] = None, progress: Optional[bool] = None,
-              size=None) -> torch.Tensor:
+    def call_defaults(self, seed: Optional[int], progress: Optional[bool]) -> Tuple[int, bool]:
+        """A call's ``seed`` and ``progress``, resolved once per public call: a given one checked,
+        ``None`` the options' (a fresh random seed where the options have none either)."""
+        seed = self.options.seed if seed is None else check_seed("seed", seed)
+        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        return (secrets.randbits(63) if seed is None else seed), progress
+
+    def dream(self, image: Optional[torch.Tensor], seed: int, progress: bool, size=None) -> torch.Tensor:
         """Dream a checked image (``fastdream._checks.check_image``): Tensor[3, H, W] or [B, 3, H, W],
         1 or 3 channels, uint8 or float in [0, 1]. Returns a new tensor of its shape, dtype and device.
-        ``image=None``: dream from the ``init`` option's image of ``size``. ``seed``, ``progress``:
-        ``None`` takes the options' (a fresh random seed where that is ``None`` too)."""
-        seed = self.options.seed if seed is None else check_seed("seed", seed)
-        if seed is None:
-            seed = secrets.randbits(63)
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        ``image=None``: dream from the ``init`` option's image of ``size``. ``seed`` and ``progress``
+        as :meth:`call_defaults` resolved them."""
         if image is None:
             image = self.initial_image(size, seed)
         elif size is not None:
@@ -223,6 +249,7 @@ class Engine:
         batch_in = image.dim() == 4
         x = image if batch_in else image.unsqueeze(0)
         batch, channels, height, width = x.shape
+        self.check_budget(batch, height, width)
         with autograd_on():
             if batch == 0:
                 return image.clone()
@@ -263,7 +290,10 @@ class Engine:
                 model = copy.deepcopy(model).to(device)
         # Built-in and user modules alike: traced, truncated, BN folded, in place, channels_last
         # (docs/architecture.md, "Models"), per input shape or on prepared blocks where fx cannot.
-        model = prepare_for_dreaming(model, self.tapped)
+        if self.user_model is not None:  # memoised for dream()'s repeated calls, weakly per module
+            model = PREPARED_GRAPHS.get(model, self.tapped, prepare_for_dreaming)
+        else:
+            model = prepare_for_dreaming(model, self.tapped)
         mean, std = self.mean_std if self.mean_std is not None else (None, None)
         prepared = Prepared(model, self.tapped, mean, std, device, dtype)
         self.prepared[key] = prepared
@@ -327,6 +357,15 @@ class Engine:
         return compose(self.plan, Context(prepared.features, prepared.device, first_octave(img, first_size),
                                           prepared.memo))
 
+    def _as_written(self, prepared: Prepared):
+        """``(model, features)`` of the module as its author wrote it (a module of yours, not its
+        prepared graph, which inlines the modules it does not keep), for naming a module in an error."""
+        if self.user_model is None:
+            return prepared.model, prepared.features
+        mean, std = self.mean_std if self.mean_std is not None else (None, None)
+        return self.user_model, Prepared(self.user_model, self.tapped, mean, std, prepared.device,
+                                         prepared.dtype).features
+
     def _grad_transforms(self) -> list:
         transforms = []
         if self.options.smoothing is not None:
@@ -360,11 +399,23 @@ class Engine:
                     user.eval()
                 detail = None
                 x = img
+                finite = []  # per octave, on the device: read once, after the last octave
                 for size, table, tiling in zip(sizes, tables, tilings):
-                    base, x = resize_add(img, detail, size)  # detail None: x = a copy of base
+                    base, x = ops.resize_add(img, detail, size)  # detail None: x = a copy of base
                     shifts = table.to(prepared.device, non_blocking=True)
-                    stepper.run(x, shifts, bar, tiling)
+                    try:
+                        stepper.run(x, shifts, bar, tiling)
+                    except RuntimeError as exc:
+                        if not is_no_path_error(exc):
+                            raise
+                        raise detached_layer_error(*self._as_written(prepared), base, self.tapped) from None
                     detail = x - base
+                    finite.append(torch.isfinite(x).all())
+                if not bool(torch.stack(finite).all()):  # the one host read of the call
+                    k = [bool(f) for f in finite].index(False)
+                    probe = ops.resize_add(img, None, sizes[k])[0]
+                    raise nonfinite_error(*self._as_written(prepared), objective, transforms, probe, k + 1,
+                                          len(sizes))
                 return keep_colors(img, x) if options.keep_colors else x
             finally:
                 if user is not None:

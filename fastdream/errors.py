@@ -25,6 +25,11 @@ class UnknownNameError(ValueError):
         self.command_line = command_line
 
 
+class NonFiniteError(FloatingPointError):
+    """A dream became NaN or infinite; the message says where it came from (a module's output, the
+    objective, the gradient), found by replaying the failing octave's input once."""
+
+
 def per_image_errors() -> Tuple[type, ...]:
     """What one image of many may fail with while the others go on (a folder on the command line,
     a Ray worker): a bad file or value, and running out of memory on it (torch imported here)."""

@@ -172,7 +172,8 @@ def _decode(source, name: str, func: str) -> torch.Tensor:
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, PermissionError):
             raise
-        raise ValueError(f"{func}: {name!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
+        detail = str(exc).replace(repr(source), repr(name))  # Pillow names a file object by its repr
+        raise ValueError(f"{func}: {name!r} is not a readable image ({type(exc).__name__}: {detail})") from exc
     array = np.array(rgb, dtype=np.uint8)  # copy: [H, W, 3]
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import options as _options
+from ._atomic import open_temp, stale_temps
 from .image_io import IMAGE_FORMATS, IMAGE_SUFFIXES
 
 OUTPUT_FORMATS = tuple(suffix[1:] for suffix in IMAGE_SUFFIXES)
@@ -110,16 +111,19 @@ class Job:
 
     source: pathlib.Path
     dest: pathlib.Path
+    replace: bool = False  # the output exists but is no complete image (--resume): written over
 
 
 @dataclass
 class Plan:
     """What a run will do: ``jobs`` to dream, the output ``folder`` to create (``None``: one output
-    file), and ``skipped``: outputs kept as they are (``--resume``)."""
+    file), ``skipped``: outputs kept as they are (``--resume``: complete images), ``redone``:
+    outputs that exist but do not decode fully, dreamed again (``--resume``)."""
 
     jobs: List[Job]
     folder: Optional[pathlib.Path] = None
     skipped: List[str] = field(default_factory=list)
+    redone: List[str] = field(default_factory=list)
 
 
 def check_file_output(output: str, fmt: Optional[str] = None, noise: bool = False) -> None:
@@ -159,6 +163,10 @@ def plan_files(
             if not path.absolute().parent.is_dir():
                 raise FileNotFoundError(f"parent folder of -o does not exist: {path.absolute().parent}")
         suffix = "." + (fmt or "png")
+        if resume:  # -o is the input folder: x.png written for x.jpg by an earlier run is an output
+            produced = {(path / (src.stem + suffix)).resolve() for src in sources
+                        if (path / (src.stem + suffix)).resolve() != src.resolve()}
+            sources = [src for src in sources if src.resolve() not in produced]
         jobs = [Job(src, path / (src.stem + suffix)) for src in sources]
         folder: Optional[pathlib.Path] = path
     else:
@@ -194,7 +202,12 @@ def _checked(jobs: List[Job], sources: Sequence[pathlib.Path], folder, resume: b
         if job.dest.exists():
             existing.append(job.dest)
     if existing and resume:
-        return Plan([job for job in jobs if job.dest not in existing], folder, [str(d) for d in existing])
+        broken = {dest for dest in existing if not is_complete_image(dest)}
+        for job in jobs:
+            job.replace = job.dest in broken
+        kept = [dest for dest in existing if dest not in broken]
+        return Plan([job for job in jobs if job.dest not in kept], folder, [str(d) for d in kept],
+                    [str(d) for d in existing if d in broken])
     if existing and not overwrite:
         raise _exists_error([str(d) for d in existing])
     return Plan(list(jobs), folder)
@@ -246,6 +259,50 @@ def exists_many(paths: Sequence[str]) -> List[bool]:
     return [info.type != fs.FileType.NotFound for info in infos]
 
 
+def is_complete_image(path) -> bool:
+    """Whether ``path`` is an image file that decodes fully (a file cut short by a crash, a full
+    disk or an interrupted copy is not)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:  # the file's structure to its end (PNG: every chunk and IEND)
+            image.verify()
+        with Image.open(path) as image:  # and every pixel
+            image.load()
+    except Exception:  # noqa: BLE001 - anything that stops the decode: not a complete image
+        return False
+    return True
+
+
+def check_writable(folder: pathlib.Path) -> None:
+    """PermissionError (or the OSError) naming ``folder`` unless a file can be created in it:
+    found before anything is dreamed, not at the first write."""
+    try:
+        handle, temp = open_temp(str(folder), "fastdream-check", "fastdream")
+    except OSError as exc:
+        raise type(exc)(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
+    os.close(handle)
+    os.unlink(temp)
+
+
+def remove_stale_temps(plan: Plan) -> List[str]:
+    """Removes the temporary files that an earlier, killed run left for this plan's outputs (and
+    only those, ``fastdream._atomic``'s naming); returns their paths."""
+    folders: Dict[str, List[str]] = {}
+    for dest in [job.dest for job in plan.jobs] + [pathlib.Path(d) for d in plan.skipped]:
+        if not is_uri(dest):
+            folders.setdefault(str(pathlib.Path(dest).absolute().parent), []).append(pathlib.Path(dest).name)
+    removed = []
+    for folder, names in folders.items():
+        for temp in stale_temps(folder, names):
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:  # another run cleaned it up
+                continue
+            removed.append(temp)
+    return removed
+
+
 def skipped_note(count: int) -> str:
     """The one line that says what ``--resume`` kept."""
     return f"skipped {count} {'image' if count == 1 else 'images'} whose output exists (--resume)"
@@ -282,12 +339,24 @@ def dreamer_options(given: Mapping[str, object], max_side: Optional[int] = None)
             given.pop(spec.name, None)  # passed to each call instead (seed)
     if given.get("channel_count") is not None and given.get("channel_mode") is None:
         raise UsageError(f"{_options.flag('channel_count')} needs {_options.flag('channel_mode')}")
+    check_option_paths(given)
     if isinstance(given.get("guide"), (str, os.PathLike)):
         try:
             given["guide"] = load_limited(pathlib.Path(given["guide"]), max_side)
         except (ValueError, OSError) as exc:
             raise OSError(f"{_options.flag('guide')}: {one_line(exc)}") from None
     return given
+
+
+def check_option_paths(given: Mapping[str, object]) -> None:
+    """FileNotFoundError for a ``guide`` or ``weights`` path that is not a file: answered before
+    torch is imported (the model and the guide are loaded much later)."""
+    for name in ("guide", "weights"):
+        value = given.get(name)
+        if isinstance(value, (str, os.PathLike)) and not (name == "weights" and value == "default"):
+            if not os.path.isfile(value):
+                what = "no such file" if not os.path.exists(value) else "not a file"
+                raise FileNotFoundError(f"{_options.flag(name)}: {what}: {os.fspath(value)}")
 
 
 def build_dreamer(options: Mapping[str, object], *, here: bool = False):

@@ -2,6 +2,7 @@
 
     >>> out = ops.jitter(x, shifts)                          # per-image roll by shifts[b] = (dy, dx)
     >>> ops.normalized_step_(x, grad, shifts, 1.5 / 255, 0.0, 1.0)   # fused unroll + step + clip
+    >>> base, x = ops.resize_add(img, detail, (H2, W2))      # the octave resize: base + resized detail
 
 This is where the backend is decided (``docs/architecture.md``, "Backends"): callers (the octave
 loop of ``fastdream.engine``, the benchmarks) call these ops and nothing else. Dispatch per call, by
@@ -12,6 +13,8 @@ the device of the tensors (``fastdream.backends.select_backend``):
     new shifts can be written into the captured ``shifts`` tensor between replays);
   - otherwise (extension not built, built without CUDA, or another device type): the reference twins
     of ``fastdream._reference``, with one ``RuntimeWarning`` per process saying why and how to build.
+``resize_add``: CUDA tensors with CuPy, the fused CuPy kernel of ``fastdream.resize``; elsewhere the
+torch twin (on CUDA without CuPy, or where the kernel fails, after one warning).
 
 The ops are not tracked by autograd (they write through raw pointers): call them on detached data.
 
@@ -22,15 +25,15 @@ every message names the op, the argument and what was expected. A CUDA launch er
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
-from . import _extension, _reference, _scratch
-from ._checks import check_per_channel, check_real, check_tensor, describe, type_name
+from . import _extension, _reference, _scratch, resize
+from ._checks import check_per_channel, check_real, check_size, check_tensor, describe, type_name
 from .backends import CPU_EXTENSION, CUDA, select_backend
 
-__all__ = ["compiled", "jitter", "normalized_step_"]
+__all__ = ["compiled", "jitter", "normalized_step_", "resize_add"]
 
 Bound = Union[float, Sequence[float]]
 
@@ -266,3 +269,59 @@ def normalized_step_(
     with torch.no_grad():
         _reference.normalized_step_ref(img, grad, shifts, step_size, lo_values, hi_values)
     return img
+
+
+def resize_add(
+    img: torch.Tensor, detail: Optional[torch.Tensor], size: Sequence[int]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Resize the image and the carried detail to one octave size and add them, in one pass on CUDA.
+
+    ``base = resize(img, size)``, ``x = base + resize(detail, size)`` with ``resize`` the bilinear
+    ``F.interpolate(size=size, align_corners=False, antialias=False)`` (a copy where the size is
+    unchanged). The twin is ``_reference.resize_add_ref``.
+
+    Args:
+        img: float32 Tensor[B, C, H, W], H, W >= 1. Not modified.
+        detail: float32 Tensor[B, C, h, w] on the device of ``img`` (any h, w >= 1), or None for a zero
+            detail (then ``x`` is a copy of ``base``). Not modified.
+        size: (H', W'), positive ints.
+
+    Returns:
+        (base, x): new contiguous float32 Tensor[B, C, H', W'].
+
+    Backend: on CUDA with CuPy the fused kernel of ``fastdream.resize`` (a non-contiguous ``img`` or
+    ``detail`` is first copied to a contiguous tensor; the result is within float rounding (~1e-6)
+    of ``F.interpolate``); elsewhere, or where that kernel cannot run (said once), the torch twin,
+    bit-exact with ``resize_add_ref`` for any layout.
+
+    Raises:
+        TypeError: an argument of the wrong type or dtype. ValueError: a wrong shape, device or layout.
+    """
+    op = "ops.resize_add"
+    source = dict(dims=4, shape="Tensor[B, C, H, W]", dtypes=(torch.float32,), dtype="float32")
+    img = check_tensor(op, "img", img, **source)
+    detail = check_tensor(op, "detail", detail, optional=True, **source)
+    size = check_size(op, "size", size)
+    if detail is not None:
+        if detail.shape[:2] != img.shape[:2]:
+            raise ValueError(f"{op}: detail must have the batch and channels of img {list(img.shape[:2])}, "
+                             f"got {describe(detail)}")
+        if detail.device != img.device:
+            raise ValueError(f"{op}: detail must be on the device of img ({img.device}), got {detail.device}")
+    for name, t in (("img", img), ("detail", detail)):
+        if t is not None and t.numel() == 0 and t.shape[0] * t.shape[1] > 0:
+            raise ValueError(f"{op}: {name} must have H, W >= 1, got {describe(t)}")
+    shape = (img.shape[0], img.shape[1], *size)
+    if img.shape[0] * img.shape[1] == 0:
+        return img.new_empty(shape), img.new_empty(shape)
+    if resize.cupy_usable(img.device):
+        fused = resize.fused_resize_add(img, detail, shape)
+        if fused is not None:
+            return fused
+    with torch.no_grad():
+        if detail is None:
+            base = _reference.resize_ref(img, size)
+            x = base.clone()
+        else:
+            base, x = _reference.resize_add_ref(img, detail, size)
+    return base.contiguous(), x.contiguous()

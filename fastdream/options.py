@@ -424,7 +424,7 @@ def format_memory(value) -> str:
 
 def option(default, check: Callable, help: str, *, group: Optional[str] = None, parse: Optional[Callable] = None,
            metavar: Optional[str] = None, choices: Optional[Sequence[str]] = None, shown: Optional[str] = None,
-           switch: bool = False, command: Optional[str] = None, per_call: bool = False):
+           switch: bool = False, command: Optional[str] = None, per_call: bool = False, doc: str = ""):
     """A field of :class:`Options` with its check and its command-line form.
 
     ``check(name, value)``: the canonical value, or an :class:`OptionError`. ``group``: the ``--help``
@@ -432,9 +432,11 @@ def option(default, check: Callable, help: str, *, group: Optional[str] = None, 
     value (default ``str``). ``shown``: the default as ``--help`` states it (default: the value).
     ``switch``: a flag without a value (sets ``True``). ``command``: the one subcommand that offers it.
     ``per_call``: the command line passes it to each call, not to ``Dreamer(...)`` (``seed``).
+    ``doc``: what it does, for Python (``Dreamer``'s docstring is made of them: :func:`args_doc`).
     """
     meta = dict(check=check, help=help, group=group, parse=parse, metavar=metavar, choices=choices,
-                shown=str(default) if shown is None else shown, switch=switch, command=command, per_call=per_call)
+                shown=str(default) if shown is None else shown, switch=switch, command=command, per_call=per_call,
+                doc=doc or help)
     return field(default=default, metadata=meta)
 
 
@@ -442,77 +444,165 @@ def option(default, check: Callable, help: str, *, group: Optional[str] = None, 
 class Options:
     """Every option of a dream (see :class:`fastdream.Dreamer` for what each one does)."""
 
-    model: Any = option(DEFAULT_MODEL, check_model, "model name, see 'fastdream models'", group="model")
+    model: Any = option(DEFAULT_MODEL, check_model, "model name, see 'fastdream models'", group="model",
+        doc=(
+            'a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking Tensor[B, 3, H, '
+            'W]. A module of yours is never moved or changed: the dream runs a graph of it that shares its '
+            'parameters (BatchNorm folded, truncated at the deepest layer, ``fastdream.models.prepare``; one '
+            'per input shape where its forward branches on shapes), or where none can be had (a branch on '
+            'tensor values), its own forward on its prepared blocks, said once; it is put in eval mode for '
+            "the duration of a call. Its parameters may be float32, float64, float16 or bfloat16: the model's "
+            'input is cast to its dtype, the image and the step stay float32.'))
     layers: Any = option(
         None, check_layers, "layer(s) to dream at, comma-separated, each optionally weighted as NAME:WEIGHT; "
         "see 'fastdream layers MODEL'", group="model", parse=parse_layers, metavar="NAME[:W],...",
-        shown="the model's default layer")
+        shown="the model's default layer",
+        doc=(
+            "layer name(s) to dream at, qualified names from ``named_modules()`` or the model's aliases "
+            '(``fastdream.list_layers(model)``); a ``{name: weight}`` dict weighs several layers. ``None``: '
+            "the model's default layer (required for a module of yours)."))
     weights: Any = option(
         "default", check_weights, "pretrained weights ('default'), random init ('none'), or a .pth state dict file",
-        group="model", parse=parse_weights, metavar="default|none|PATH", shown="pretrained")
+        group="model", parse=parse_weights, metavar="default|none|PATH", shown="pretrained",
+        doc=(
+            'built-in models only: ``"default"`` (pretrained), ``None`` (random init) or a path to a local '
+            '``.pth`` state dict.'))
     channels: Any = option(None, check_channels, "maximise only these channel indices of the layer(s)",
-                           group="model", parse=parse_channels, metavar="I,J,...", shown="all")
+                           group="model", parse=parse_channels, metavar="I,J,...", shown="all",
+        doc=(
+            'channel indices to maximise at every layer (``None``: all).'))
     objective: Any = option("l2", check_objective, "what to maximise: l2 = 0.5*sum(a^2) or mean", group="model",
-                            choices=OBJECTIVES)
+                            choices=OBJECTIVES,
+        doc=(
+            '``"l2"`` (the seed\'s 0.5·sum(a²)), ``"mean"``, or a callable ``Tensor[B, C, h, w] -> scalar`` '
+            'summed over the batch.'))
 
-    octaves: int = option(4, _at_least(1), "number of octave sizes", group="algorithm", parse=int, metavar="N")
+    octaves: int = option(4, _at_least(1), "number of octave sizes", group="algorithm", parse=int, metavar="N",
+        doc=(
+            'number of octave sizes (>= 1), fewer if the image is small.'))
     octave_scale: float = option(1.4, lambda n, v: check_real(n, v, greater_than=1.0),
-                                 "size ratio between octaves, > 1", group="algorithm", parse=float, metavar="S")
+                                 "size ratio between octaves, > 1", group="algorithm", parse=float, metavar="S",
+        doc=(
+            'size ratio between octaves (> 1).'))
     iterations: int = option(10, _at_least(0), "gradient steps per octave", group="algorithm", parse=int,
-                             metavar="N")
+                             metavar="N",
+        doc=(
+            'gradient steps per octave (>= 0).'))
     step_size: Optional[float] = option(
         None, lambda n, v: DEFAULT_STEP_SIZE if v is None else check_real(n, v, greater_than=0.0),
         "mean change per pixel per step, image in [0, 1]", group="algorithm", parse=float, metavar="S",
-        shown=str(DEFAULT_STEP_SIZE))
+        shown=str(DEFAULT_STEP_SIZE),
+        doc=(
+            'mean absolute change per pixel per step, in image units ([0, 1] scale); ``None``: '
+            '``DEFAULT_STEP_SIZE``.'))
     jitter: int = option(32, _at_least(0), "maximum random shift in pixels", group="algorithm", parse=int,
-                         metavar="PX")
+                         metavar="PX",
+        doc=(
+            'maximum random roll in pixels (>= 0), uniform in [-jitter, jitter] per image and step.'))
     min_size: Optional[int] = option(None, _optional(_at_least(1)), "smallest short side of an octave",
-                                     group="algorithm", parse=int, metavar="PX", shown="the model's")
+                                     group="algorithm", parse=int, metavar="PX", shown="the model's",
+        doc=(
+            'smallest short side (pixels) of an octave; default from the model (32 for modules of yours).'))
     seed: Optional[int] = option(None, check_seed, "seed of the random shifts, for repeatable results",
-                                 group="algorithm", parse=int, per_call=True, shown="fresh randomness")
+                                 group="algorithm", parse=int, per_call=True, shown="fresh randomness",
+        doc=(
+            'default seed of the jitter shifts (``None``: fresh randomness per call). Reproducible: the '
+            'same seed, input, options, machine, backend (``fastdream.backend_info()``) and torch thread '
+            'count (``torch.get_num_threads()``) give the same output; 1 and 2 threads differ (the CPU '
+            "step's per-image mean is reduced per thread and the dynamics are chaotic)."))
 
     guide: Any = option(None, check_guide, "grow the features of this image instead of --objective's",
-                        group="what to dream", metavar="IMAGE", shown="none")
+                        group="what to dream", metavar="IMAGE", shown="none",
+        doc=(
+            'an image (Tensor[3, H, W], uint8 or float in [0, 1]) whose features the dream grows: each '
+            "activation vector is pulled towards its best match in the guide's features at the same layer "
+            "(the original notebook's ``objective_guide``); replaces ``objective``."))
     channel_mode: Optional[str] = option(
         None, lambda n, v: check_choice(n, v, CHANNEL_MODES, optional=True),
         "dream only the --channel-count channels of each layer that are strongest / weakest / closest to the "
-        "mean in each image", group="what to dream", choices=CHANNEL_MODES, shown="all channels")
+        "mean in each image", group="what to dream", choices=CHANNEL_MODES, shown="all channels",
+        doc=(
+            '``"strongest"``, ``"weakest"`` or ``"average"``: dream only the ``channel_count`` channels of '
+            'each layer that are strongest / weakest / closest to the mean in each input image (its mean '
+            'activation per channel, at the first octave).'))
     channel_count: int = option(8, _at_least(1), "channels picked by --channel-mode", group="what to dream",
-                                parse=parse_count, metavar="N")
+                                parse=parse_count, metavar="N",
+        doc=(
+            'how many channels ``channel_mode`` picks per layer and image (>= 1).'))
     classes: Any = option(
         None, check_classes, "ImageNet classes to grow, names (tabby) or indices (285), each optionally weighted "
         "as CLASS:WEIGHT; alone, or added to --layers", group="what to dream", parse=parse_classes,
-        metavar="CLASS[:W],...", shown="none")
+        metavar="CLASS[:W],...", shown="none",
+        doc=(
+            'ImageNet classes to grow: names (``"tabby"``, case-insensitive) or indices, a list or a '
+            '``{class: weight}`` dict; maximises their logits (built-in models). Without ``layers`` the '
+            'classes are the whole objective, with them they are added.'))
     smoothing: Any = option(
         None, check_sigmas, "Gaussian smoothing of each gradient, sigma in pixels (one SIGMA: the cascade 0.5, 1, "
-        "2 x SIGMA)", group="what to dream", parse=parse_smoothing, metavar="SIGMA[,SIGMA...]", shown="none")
+        "2 x SIGMA)", group="what to dream", parse=parse_smoothing, metavar="SIGMA[,SIGMA...]", shown="none",
+        doc=(
+            'Gaussian smoothing of each gradient before the step: a sigma in pixels (the cascade σ·(0.5, 1, '
+            '2) is averaged) or a sequence of sigmas.'))
     lap_normalize: Optional[int] = option(
         None, _optional(_at_least(1)), "Laplacian-pyramid normalisation of each gradient with LEVELS levels",
-        group="what to dream", parse=parse_count, metavar="LEVELS", shown="none")
+        group="what to dream", parse=parse_count, metavar="LEVELS", shown="none",
+        doc=(
+            'Laplacian-pyramid normalisation of each gradient with this many levels.'))
     keep_colors: bool = option(False, check_bool, "keep the input's colours, dream only the luminance",
-                               group="what to dream", switch=True, shown="off")
+                               group="what to dream", switch=True, shown="off",
+        doc=(
+            "keep the input's colours (only the luminance is dreamed, BT.601 YCbCr)."))
     init: str = option("noise", lambda n, v: check_choice(n, v, INITS),
                        "what --noise starts from: noise (0.5 + 0.1 N(0, 1), from --seed) or flat grey",
-                       group="what to dream", choices=INITS, command="dream")
+                       group="what to dream", choices=INITS, command="dream",
+        doc=(
+            'what ``dreamer(None, size=(H, W))`` starts from: ``"noise"`` (0.5 + 0.1·N(0, 1), from the seed) '
+            'or ``"grey"``.'))
 
     max_memory: Any = option(
         None, check_memory, "memory budget of one dream on its device, such as 2G, 512M, a byte count, or auto "
         "(what is free now); larger images are dreamed tile by tile", group="memory", parse=parse_memory,
-        metavar="BYTES|auto", shown="no budget")
+        metavar="BYTES|auto", shown="no budget",
+        doc=(
+            'memory budget in bytes for one call on its device, or ``"auto"`` (what the device has free now);'
+            ' past it, gradients are computed tile by tile (``fastdream.tiles``) so any image size fits. '
+            '``None``: no budget.'))
     tile_size: Optional[int] = option(
         None, _optional(_at_least(32)), "force square tiles of PX pixels a side, >= 32, rounded down to a "
-        "multiple of 32", group="memory", parse=parse_count, metavar="PX", shown="from --max-memory")
+        "multiple of 32", group="memory", parse=parse_count, metavar="PX", shown="from --max-memory",
+        doc=(
+            'force tiles of this many pixels a side (overrides ``max_memory``).'))
     tile_margin: int = option(64, _at_least(0), "context around each tile, rounded up to 32", group="memory",
-                              parse=parse_non_negative, metavar="PX")
+                              parse=parse_non_negative, metavar="PX",
+        doc=(
+            'context in pixels around each tile, for the receptive field. Tiles, margins and grid offsets are'
+            ' rounded to multiples of 32 px (``fastdream.tiles.ALIGN``).'))
 
     device: Any = option(None, check_device, "cpu, cuda or cuda:N", group="hardware",
-                         shown="cpu")
+                         shown="cpu",
+        doc=(
+            "where to compute (``None``: the image's device); the result is returned on the image's device."))
     precision: str = option("auto", lambda n, v: check_choice(n, v, PRECISIONS),
                             "model arithmetic; auto = bf16 (fp16 where bf16 is missing) on CUDA GPUs, fp32 on CPUs", group="hardware",
-                            choices=PRECISIONS)
-    normalize: Any = option(None, check_normalize, "(mean, std) applied to the [0, 1] image before the model")
-    progress: bool = option(False, check_bool, "show a progress bar")
-    cuda_graphs: bool = option(True, check_bool, "replay captured CUDA graphs on CUDA")
+                            choices=PRECISIONS,
+        doc=(
+            '``"auto"`` (bf16 autocast on CUDA GPUs, fp16 where bf16 is missing; fp32 on CPUs), ``"fp32"``, '
+            '``"bf16"`` or ``"fp16"``; the image and the step stay float32.'))
+    normalize: Any = option(None, check_normalize, "(mean, std) applied to the [0, 1] image before the model",
+        doc=(
+            '``(mean, std)`` applied to the [0, 1] image before the model; built-in models use their own '
+            '(ImageNet), a module of yours gets the image as given unless this is set.'))
+    progress: bool = option(False, check_bool, "show a progress bar",
+        doc=(
+            'default for showing a tqdm bar over octaves × iterations.'))
+    cuda_graphs: bool = option(True, check_bool, "replay captured CUDA graphs on CUDA",
+        doc=(
+            'on CUDA with the compiled kernels, capture one iteration per octave shape in a CUDA graph and '
+            'replay it (``fastdream.graphs``); same result, less launch overhead. Graphs are kept across '
+            'calls. Tiled octaves, ``guide`` and ``channel_mode`` (their objective is built per call) run '
+            'eagerly, and so does a model or objective that cannot be captured (one ``RuntimeWarning``). '
+            '``torch.backends.cudnn.benchmark`` is yours to set; ``True`` is usually faster on GPUs (the '
+            'autotuning runs before the capture).'))
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -531,6 +621,31 @@ class Options:
 def fields() -> Tuple[dataclasses.Field, ...]:
     """The fields of :class:`Options`, in declaration order, each with its metadata (see :func:`option`)."""
     return dataclasses.fields(Options)
+
+
+def check_names(names, where: str, also: Sequence[str] = ()) -> None:
+    """TypeError for a keyword of ``where(...)`` that is not an option (nor one of ``also``), naming
+    the closest option names (``octave`` → did you mean ``'octaves'``)."""
+    import difflib  # noqa: PLC0415 - only for the message
+
+    known = [f.name for f in fields()] + list(also)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+            hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
+                    else f"; the options are {', '.join(known)}")
+            raise TypeError(f"{where}() got an unknown option {name!r}{hint}")
+
+
+def args_doc(indent: str = "    ") -> str:
+    """The ``Args:`` section of a docstring for the options, from each field's ``doc``."""
+    import textwrap  # noqa: PLC0415 - once, when the Dreamer class is made
+
+    lines = ["Args:"]
+    for f in fields():
+        lines += textwrap.wrap(f"{f.name}: {f.metadata['doc']}", 100, initial_indent=indent,
+                               subsequent_indent=indent * 2, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def flag(name: str) -> str:

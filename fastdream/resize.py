@@ -1,17 +1,13 @@
-"""The octave resize-add: one fused CuPy kernel on CUDA, torch elsewhere (docs/architecture.md,
-"Semantics" and "Data flow").
+"""The CuPy kernel of the octave resize-add, which ``fastdream.ops.resize_add`` runs on CUDA tensors
+(the ops decide the backend: docs/architecture.md, "Backends").
 
-    >>> base, x = resize_add(img, detail, (H2, W2))   # base = resize(img), x = base + resize(detail)
+    >>> if cupy_usable(img.device): base, x = fused_resize_add(img, detail, (B, C, H2, W2))
 
 ``resize`` is ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` with ``size=``,
-and a plain copy where the size does not change (``_reference.resize_ref``).
-
-Dispatch per call, by the device of ``img``:
-  - CUDA tensors, and ``import cupy`` works: one CuPy kernel reads both sources and writes ``base`` and
-    ``x`` in a single pass, on torch's current stream of that device, tensors shared zero-copy through
-    DLPack, no host synchronisation;
-  - otherwise (CPU tensors, or no CuPy): the torch composition of ``_reference.resize_add_ref``, exactly
-    (on CUDA without CuPy, one ``RuntimeWarning`` per process says how to install it).
+and a plain copy where the size does not change (``_reference.resize_ref``). One kernel reads both
+sources and writes ``base`` and ``x`` in a single pass, on torch's current stream of that device,
+tensors shared zero-copy through DLPack, no host synchronisation. Where CuPy is missing, or the kernel
+does not compile or launch for a device, one ``RuntimeWarning`` says so and the ops use torch.
 
 Not tracked by autograd: call it on detached data.
 """
@@ -24,14 +20,10 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from ._reference import resize_add_ref, resize_ref
 from .backends import _cupy_importable
-from ._checks import check_size, check_tensor, describe
 
-__all__ = ["resize_add", "cupy_available"]
+__all__ = ["cupy_available", "cupy_usable", "fused_resize_add"]
 
-_FN = "resize_add"
-_SOURCE = dict(dims=4, shape="Tensor[B, C, H, W]", dtypes=(torch.float32,), dtype="float32")
 _BLOCK = 256
 _MAX_BLOCKS = 65535  # a grid-stride loop covers the rest
 _warned: set = set()
@@ -94,25 +86,6 @@ extern "C" __global__ void fastdream_resize_add(
 def cupy_available() -> bool:
     """Whether ``import cupy`` works (asked once per process; never raises)."""
     return _cupy_importable()
-
-
-# ----------------------------------------------------------------------------------------- checks
-
-
-def _check(img, detail, size):
-    img = check_tensor(_FN, "img", img, **_SOURCE)
-    detail = check_tensor(_FN, "detail", detail, optional=True, **_SOURCE)
-    size = check_size(_FN, "size", size)
-    if detail is not None:
-        if detail.shape[:2] != img.shape[:2]:
-            raise ValueError(f"{_FN}: detail must have the batch and channels of img {list(img.shape[:2])}, "
-                             f"got {describe(detail)}")
-        if detail.device != img.device:
-            raise ValueError(f"{_FN}: detail must be on the device of img ({img.device}), got {detail.device}")
-    for name, t in (("img", img), ("detail", detail)):
-        if t is not None and t.numel() == 0 and t.shape[0] * t.shape[1] > 0:
-            raise ValueError(f"{_FN}: {name} must have H, W >= 1, got {describe(t)}")
-    return img, detail, size
 
 
 # ------------------------------------------------------------------------------------------- CuPy
@@ -196,11 +169,13 @@ def _launch_cupy(img, detail, base, x) -> None:
         _kernel()((blocks,), (_BLOCK,), args)
 
 
-def _use_cupy(device: torch.device) -> bool:
+def cupy_usable(device: torch.device) -> bool:
+    """Whether the fused kernel serves ``device``: a CUDA device, CuPy there and the kernel compiled
+    for it (else warned once, and ``ops.resize_add`` uses the torch resize)."""
     return device.type == "cuda" and _cupy_usable(device)
 
 
-def _resize_add_cupy(img, detail, shape) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+def fused_resize_add(img, detail, shape) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
     """``(base, x)`` from the CuPy kernel, or ``None`` where its launch failed: then the torch
     resize serves this call and every later one on that device, said once."""
     img = img.detach().contiguous()
@@ -214,50 +189,3 @@ def _resize_add_cupy(img, detail, shape) -> Optional[Tuple[torch.Tensor, torch.T
                    f"the CuPy resize kernel failed to launch on {img.device} ({type(exc).__name__}: {exc})")
         return None
     return base, x
-
-
-# -------------------------------------------------------------------------------------------- op
-
-
-def resize_add(
-    img: torch.Tensor, detail: Optional[torch.Tensor], size: Sequence[int]
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Resize the image and the carried detail to one octave size and add them, in one pass on CUDA.
-
-    ``base = resize(img, size)``, ``x = base + resize(detail, size)`` with ``resize`` the bilinear
-    ``F.interpolate(size=size, align_corners=False, antialias=False)`` (a copy where the size is
-    unchanged). The twin is ``_reference.resize_add_ref``.
-
-    Args:
-        img: float32 Tensor[B, C, H, W], H, W >= 1. Not modified.
-        detail: float32 Tensor[B, C, h, w] on the device of ``img`` (any h, w >= 1), or None for a zero
-            detail (then ``x`` is a copy of ``base``). Not modified.
-        size: (H', W'), positive ints.
-
-    Returns:
-        (base, x): new contiguous float32 Tensor[B, C, H', W'].
-
-    On CUDA with CuPy, a non-contiguous ``img`` or ``detail`` (a slice, permuted or channels_last view)
-    is first copied to a contiguous tensor; the result is within float rounding (~1e-6) of
-    ``F.interpolate``. Elsewhere the result is bit-exact with ``resize_add_ref`` for any layout.
-
-    Raises:
-        TypeError: an argument of the wrong type or dtype. ValueError: a wrong shape, device or layout.
-    """
-    img, detail, size = _check(img, detail, size)
-    shape = (img.shape[0], img.shape[1], *size)
-    if img.shape[0] * img.shape[1] == 0:
-        return img.new_empty(shape), img.new_empty(shape)
-    if _use_cupy(img.device):
-        fused = _resize_add_cupy(img, detail, shape)
-        if fused is not None:
-            return fused
-
-
-    with torch.no_grad():
-        if detail is None:
-            base = resize_ref(img, size)
-            x = base.clone()
-        else:
-            base, x = resize_add_ref(img, detail, size)
-    return base.contiguous(), x.contiguous()

@@ -121,6 +121,7 @@ class DreamModel:
         self.options = actor_dreamer_options(options, threads)  # the replica's GPU where it has one
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+        self._lock = threading.Lock()
         self._dreamer({})  # the server's own options are checked (and the model loaded) now
 
     def _dreamer(self, overrides: dict):
@@ -136,33 +137,45 @@ class DreamModel:
         self._dreamers.move_to_end(key)
         return dreamer
 
-    async def dream(self, items: List[tuple]) -> List[tuple]:
-        # wrapped by serve.batch in build_app (Ray imported only there); one batch at a time
-        return await asyncio.to_thread(self.answer, items)
+    async def dream(self, item: tuple) -> Tuple[int, str, object]:
+        """``(image bytes, overrides, seed, format, deadline)`` -> ``(status, content type, body)``.
 
-    def answer(self, items: List[tuple]) -> List[Tuple[int, str, object]]:
-        """``[(image bytes, overrides, seed, format, deadline)]`` -> ``[(status, content type,
-        body)]``: 400 for an image or options the library refuses, 503 past the deadline
-        (``time.time()``), 500 where the dream failed."""
-        answers: List[Optional[tuple]] = [None] * len(items)
-        work, where = [], []
-        for i, (data, overrides, seed, _, deadline) in enumerate(items):
-            if time.time() > deadline:  # its client has had its 503: not dreamed
-                answers[i] = (503, _TEXT, "too late")
-                continue
-            try:
-                dreamer = self._dreamer(overrides)
-                image = decode_limited(data, "upload", self.max_side)
-                dreamer.check(image)
-            except (ValueError, TypeError, OSError) as exc:
-                answers[i] = (400, _TEXT, one_line(exc))
-                continue
-            work.append((dreamer, image, seed))
-            where.append(i)
-        for i, (ok, result) in zip(where, dream_requests(work)):
-            fmt = items[i][3]
-            answers[i] = (200, FORMATS[fmt], encode(result, fmt)) if ok else (500, _TEXT, result)
-        return answers
+        Decoded and checked (400 with the library's message) and encoded on threads of their own,
+        so that they overlap the dreaming of other requests; dreamed in a batch (``_batched``);
+        503 when still waiting at the deadline (``time.time()``: not dreamed), 500 when the dream
+        failed."""
+        data, overrides, seed, fmt, deadline = item
+        try:
+            dreamer, image = await asyncio.to_thread(self.checked, data, overrides)
+        except (ValueError, TypeError, OSError) as exc:
+            return 400, _TEXT, one_line(exc)
+        ok, result = await self._batched((dreamer, image, seed, deadline))
+        if not ok:
+            return (500, _TEXT, result) if result else (503, _TEXT, "too late")  # a 503 was sent already
+        return 200, FORMATS[fmt], await asyncio.to_thread(encode, result, fmt)
+
+    def checked(self, data: bytes, overrides: dict):
+        """``(Dreamer, uint8 Tensor[3, H, W])`` for an upload; ValueError/TypeError/OSError
+        (the library's) for an image or options it refuses."""
+        with self._lock:  # requests are checked on several threads
+            dreamer = self._dreamer(overrides)
+        image = decode_limited(data, "upload", self.max_side)
+        dreamer.check(image)
+        return dreamer, image
+
+    async def _batched(self, items: List[tuple]) -> List[tuple]:
+        # wrapped by serve.batch in build_app (Ray imported only there); one batch at a time
+        return await asyncio.to_thread(dream_batch, items)
+
+
+def dream_batch(items: List[tuple]) -> List[tuple]:
+    """``[(dreamer, image, seed, deadline)]`` -> ``[(True, image) | (False, message)]``: those past
+    their deadline (``time.time()``) are not dreamed (``(False, "")``), the others as
+    :func:`dream_requests`."""
+    now = time.time()
+    late = [now > deadline for *_, deadline in items]
+    dreamed = iter(dream_requests([item[:3] for item, skip in zip(items, late) if not skip]))
+    return [(False, "") if skip else next(dreamed) for skip in late]
 
 
 def dream_requests(items: List[tuple]) -> List[tuple]:
@@ -213,8 +226,8 @@ def build_app(
         raise ValueError(f"the server's own options: {exc}") from None
     actor, threads, gpus = actor_resources(ray)
     model = type("DreamModel", (DreamModel,), {
-        "dream": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
-            DreamModel.dream
+        "_batched": serve.batch(max_batch_size=max_batch_size, batch_wait_timeout_s=batch_wait_timeout_s)(
+            DreamModel._batched
         ),
     })
     model_app = serve.deployment(

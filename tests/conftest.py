@@ -47,8 +47,10 @@ def no_extension(monkeypatch):
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray (2 CPUs, no dashboard) for every test that needs it, shut down at the end."""
-    ray = pytest.importorskip("ray")  # a guard for users without the [ray] extra; CI installs it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    pytest.importorskip("ray")  # a guard for users without the [ray] extra; CI installs it
+    from fastdream.ray_support import init_ray
+
+    ray = init_ray(num_cpus=2)  # workers import this process's fastdream, whatever the working directory
     yield ray
     try:
         from ray import serve

@@ -9,7 +9,7 @@ from fastdream.colors import keep_colors
 from fastdream.objectives import channel_objective, class_objective, guided_objective, select_channels
 from fastdream.options import OptionError, OptionTypeError, Options
 from fastdream.regularizers import gaussian_smooth, laplacian_normalize
-from fastdream.resize import resize_add
+from fastdream.ops import resize_add
 from fastdream.transforms import zoom_transform
 
 X = torch.rand(2, 3, 8, 8)
@@ -22,8 +22,8 @@ CASES = [
      "ops.normalized_step_: step_size must be a real number, got str"),
     (lambda: ops.normalized_step_(X, X.clone(), S, float("inf"), 0.0, 1.0), ValueError,
      "ops.normalized_step_: step_size must be finite, got inf"),
-    (lambda: resize_add(X, None, (6, 0)), ValueError, "resize_add: size must be a (height, width) pair of ints >= 1"),
-    (lambda: resize_add(X[0], None, (6, 6)), ValueError, "resize_add: img must be a 4-D Tensor[B, C, H, W]"),
+    (lambda: resize_add(X, None, (6, 0)), ValueError, "ops.resize_add: size must be a (height, width) pair of ints >= 1"),
+    (lambda: resize_add(X[0], None, (6, 6)), ValueError, "ops.resize_add: img must be a 4-D Tensor[B, C, H, W]"),
     (lambda: gaussian_smooth(X, [1.0, -2.0]), ValueError, "gaussian_smooth: sigmas must be > 0.0, got -2.0"),
     (lambda: gaussian_smooth(X.long(), 1.0), TypeError, "gaussian_smooth: grad must be a floating-point"),
     (lambda: laplacian_normalize(X, 1.5), TypeError, "laplacian_normalize: levels must be an int >= 0, got float"),

@@ -465,3 +465,85 @@ def test_closed_pipe_is_quiet(monkeypatch, capsys):
         monkeypatch.undo()
         stdout.close()  # fd now points at /dev/null: closing must not raise either
     assert code == 141
+
+
+def test_threads_flag_sets_torch_threads(capsys, tmp_path, one):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        code, _, err = dream(capsys, one, "-o", tmp_path / "x.png", *FAST, "--threads", "1")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1  # set for the dream (and for Ray's CPU actors, which copy it)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resume_dreams_again_what_is_not_a_complete_image(capsys, tmp_path, crops):
+    out = tmp_path / "out"
+    assert dream(capsys, crops, "-o", out, *FAST)[0] == 0
+    whole = {path.name: path.read_bytes() for path in out.iterdir()}
+    (out / "a.png").write_bytes(whole["a.png"][: len(whole["a.png"]) // 2])  # cut short by a crash
+    (out / "b.png").write_bytes(b"")  # a full disk
+    code, _, err = dream(capsys, crops, "-o", out, *FAST[:-1], "--resume")
+    assert code == 0, err
+    assert f"{out / 'a.png'} is not a complete image: dreaming it again" in err and "b.png is not a complete" in err
+    assert "skipped 1 image" in err  # c.png
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == whole
+
+
+def test_stale_temp_files_of_our_outputs_removed_others_kept(capsys, tmp_path, crops):
+    out = tmp_path / "out"
+    out.mkdir()
+    ours = [out / ".a.png.0123456789ab.tmp", out / ".c.png.ffffffffffff.tmp"]
+    theirs = [out / ".a.png.notes.tmp", out / ".z.png.0123456789ab.tmp", out / "a.png.0123456789ab.tmp",
+              out / ".a.png.0123456789AB.tmp"]
+    for path in ours + theirs:
+        path.write_bytes(b"partial")
+    code, _, err = dream(capsys, crops, "-o", out, *FAST[:-1])
+    assert code == 0, err
+    assert "removed 2 temporary files that an interrupted run left" in err
+    assert not any(path.exists() for path in ours)
+    assert all(path.read_bytes() == b"partial" for path in theirs)
+
+
+def test_resume_with_the_input_folder_as_output(capsys, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    save_image(load_image(COFFEE)[:, 101:141, 203:251], folder / "x.jpg")
+    assert dream(capsys, folder, "-o", folder, *FAST)[0] == 0
+    first = (folder / "x.png").read_bytes()
+    code, _, err = dream(capsys, folder, "-o", folder, *FAST[:-1], "--resume")
+    assert code == 0, err
+    assert "skipped 1 image" in err and (folder / "x.png").read_bytes() == first
+    code, _, err = dream(capsys, folder, "-o", folder, *FAST)  # without --resume: an error, nothing lost
+    assert code == 1 and "would overwrite the input" in err and (folder / "x.png").read_bytes() == first
+
+
+def test_unwritable_output_found_before_dreaming(capsys, tmp_path, crops, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the Dreamer was built")
+
+    monkeypatch.setattr(fastdream, "Dreamer", never)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        if os.access(locked, os.W_OK):  # root writes anywhere: take a folder no one can write to
+            locked = pathlib.Path("/sys")
+            if not locked.is_dir() or os.access(locked, os.W_OK) and _can_create(locked):
+                pytest.skip("no unwritable folder here")
+        code, _, err = dream(capsys, crops, "-o", f"{locked}/", *FAST)
+        assert code == 1 and f"cannot write to the output folder {locked}" in err, err
+        code, _, err = dream(capsys, crops, "-o", tmp_path / "missing" / "deeper" / "out", *FAST)
+        assert code == 1 and "parent folder of -o does not exist" in err
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
+def _can_create(folder):
+    try:
+        (folder / ".fastdream-probe").touch()
+    except OSError:
+        return False
+    (folder / ".fastdream-probe").unlink()
+    return True

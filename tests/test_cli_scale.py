@@ -106,13 +106,14 @@ def test_resume_skips_existing_outputs(capsys, tmp_path, mixed):
         (mixed / name).unlink()
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    (out_dir / "b.png").write_bytes(b"done before")
+    save_image(torch.full((3, 8, 8), 7, dtype=torch.uint8), out_dir / "b.png")  # a complete image: kept
+    done_before = (out_dir / "b.png").read_bytes()
     code, out, err = dream(capsys, mixed, "-o", out_dir, "--iterations", "1", "--octaves", "1", "--resume",
                            "--batch-size", "2")
     assert code == 0, err
     assert "skipped 1 image whose output exists (--resume)" in err
     assert "dreamed 2 of 2 images, 0 failed" in err
-    assert (out_dir / "b.png").read_bytes() == b"done before"
+    assert (out_dir / "b.png").read_bytes() == done_before
     assert load_image(out_dir / "a.png").shape == load_image(out_dir / "c.png").shape == (3, 40, 48)
     # Nothing left to do: still exit 0.
     code, out, err = dream(capsys, mixed, "-o", out_dir, *FAST, "--resume")

@@ -70,11 +70,12 @@ def test_ray_matches_single_process(ray_local, folder, tmp_path, capsys, batch):
 def test_resume_skips_existing(ray_local, folder, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "img1.png").write_bytes(b"kept")
+    Image.new("RGB", (4, 3), (1, 2, 3)).save(out / "img1.png")  # a complete image: kept
+    kept = (out / "img1.png").read_bytes()
     code = cli.main(["dream", str(folder), "-o", str(out), *FAST, "--ray", "--resume"])
     assert code == 1
     assert "skipped 1 image" not in capsys.readouterr().err  # --quiet
-    assert (out / "img1.png").read_bytes() == b"kept"
+    assert (out / "img1.png").read_bytes() == kept
     assert sorted(outputs(out)) == [f"img{i}.png" for i in range(5)]
     assert cli.main(["dream", str(folder), "-o", str(out), *FAST, "--ray"]) == 1  # exists, no --resume
     assert "outputs exist" in capsys.readouterr().err
@@ -86,11 +87,12 @@ def test_dream_folder_is_the_command_line_run(ray_local, folder, tmp_path):
     report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
     assert sorted(name for name, _ in report.failed) == [str(folder / "a_tiny.png"), str(folder / "bad.png")]
     assert outputs(out) == expected
-    (out / "img1.png").write_bytes(b"mine")
+    Image.new("RGB", (4, 3), (1, 2, 3)).save(out / "img1.png")
+    mine = (out / "img1.png").read_bytes()
     with pytest.raises(FileExistsError, match="outputs exist"):  # before anything is dreamed
         dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3)
     report = dream_folder(str(folder), str(out), {"octaves": 2, "iterations": 2}, seed=3, resume=True)
-    assert report.written == [] and (out / "img1.png").read_bytes() == b"mine"  # kept
+    assert report.written == [] and (out / "img1.png").read_bytes() == mine  # kept
     assert len(report.failed) == 2  # bad.png and a_tiny.png have no output: tried again
 
 
@@ -144,3 +146,44 @@ def test_ray_needs_inputs(tmp_path, capsys, source):
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"fastdream: error: --ray dreams INPUT files/folders on a Ray cluster, not {source[0]}"
     assert not any(tmp_path.iterdir())
+
+
+def test_workers_import_the_drivers_fastdream(ray_local):
+    """The session's Ray was started by fastdream.ray_support.init_ray: its workers import the package
+    it shipped (this process's), not ./fastdream of the working directory (a checkout without _C)."""
+    from fastdream import ray_support
+
+    ray_support.check_workers(ray_local)  # raises WorkerMismatchError where they differ
+    where = ray_local.get(ray_local.remote(num_cpus=0)(ray_support._worker_fastdream).remote())
+    assert tuple(where[:3]) == ray_support.fingerprint()
+    assert pathlib.Path(where[3]).resolve() != (pathlib.Path.cwd() / "fastdream").resolve()
+
+
+# A Ray started by someone else in a source checkout whose fastdream/ lacks the compiled extension
+# (the working directory), the real package on PYTHONPATH: the run stops with one line, nothing dreamed.
+CHECKOUT_SCRIPT = """
+import ray
+from fastdream import cli
+ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+print("CODE", cli.main(["dream", "in", "-o", "out", "--octaves", "1", "--iterations", "1", "--quiet", "--ray"]))
+"""
+
+
+def test_foreign_workers_stop_the_run(tmp_path):
+    import shutil
+
+    import fastdream
+
+    if not fastdream.backend_info()["extension"]:
+        pytest.skip("without the compiled extension the checkout's workers compute what the driver does")
+    package = pathlib.Path(fastdream.__file__).resolve().parent
+    shutil.copytree(package, tmp_path / "fastdream", ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd", "__pycache__"))
+    (tmp_path / "in").mkdir()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(tmp_path / "in" / "x.png")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(package.parent), os.environ.get("PYTHONPATH")])))
+    result = subprocess.run([sys.executable, "-c", CHECKOUT_SCRIPT], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)  # one Ray start: ~30 s here, far more on a loaded machine
+    assert "CODE 1" in result.stdout, result.stdout + result.stderr
+    line = [line for line in result.stderr.splitlines() if line.startswith("fastdream: error:")]
+    assert len(line) == 1 and "Ray's workers import fastdream" in line[0] and "extension does not load" in line[0]
+    assert not any((tmp_path / "out").iterdir())

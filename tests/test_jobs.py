@@ -5,6 +5,7 @@ import ast
 import pathlib
 
 import pytest
+from PIL import Image
 
 from fastdream import jobs, options
 
@@ -35,7 +36,8 @@ def test_plan_folder_local_and_uri_agree(folder, tmp_path):
 def test_existing_outputs_refused_kept_or_replaced(folder, tmp_path, uri):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "a.png").write_bytes(b"mine")
+    Image.new("RGB", (4, 3), (9, 8, 7)).save(out / "a.png")
+    mine = (out / "a.png").read_bytes()
     source = folder.as_uri() if uri else str(folder)
     with pytest.raises(FileExistsError, match=r"output exists: .*a\.png .*--overwrite.*--resume"):
         jobs.plan_folder(source, str(out))
@@ -46,7 +48,19 @@ def test_existing_outputs_refused_kept_or_replaced(folder, tmp_path, uri):
     assert len(replaced.jobs) == 2 and replaced.skipped == []
     with pytest.raises(jobs.UsageError, match="exclude each other"):
         jobs.plan_folder(source, str(out), resume=True, overwrite=True)
-    assert (out / "a.png").read_bytes() == b"mine"
+    assert (out / "a.png").read_bytes() == mine
+
+
+def test_resume_dreams_again_an_output_that_does_not_decode(folder, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    Image.effect_noise((40, 30), 50).convert("RGB").save(out / "a.png")
+    data = (out / "a.png").read_bytes()
+    (out / "a.png").write_bytes(data[: len(data) - 12])  # cut short: the end chunk missing
+    Image.new("RGB", (4, 3)).save(out / "b.png")
+    plan = jobs.plan_folder(str(folder), str(out), resume=True)
+    assert [(j.dest.name, j.replace) for j in plan.jobs] == [("a.png", True)]
+    assert plan.redone == [str(out / "a.png")] and plan.skipped == [str(out / "b.png")]
 
 
 def test_plan_files_never_writes_an_input(folder):

@@ -1,11 +1,12 @@
-"""resize.resize_add vs the twin (resize_add_ref) and F.interpolate: bit-exact on the CPU, 1e-5 on CUDA/CuPy."""
+"""ops.resize_add vs the twin (resize_add_ref) and F.interpolate: bit-exact on the CPU, 1e-5 on CUDA/CuPy."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from fastdream import resize
 from fastdream._reference import resize_add_ref
-from fastdream.resize import cupy_available, resize_add
+from fastdream.ops import resize_add
+from fastdream.resize import cupy_available
 
 def needs_cupy(test):
     skip = pytest.mark.skipif(not (torch.cuda.is_available() and cupy_available()), reason="needs CUDA and CuPy")
@@ -98,7 +99,7 @@ def test_a_failed_cupy_launch_falls_back_to_the_twin_once(monkeypatch):
     monkeypatch.setattr(resize, "_warned", set())
     monkeypatch.setattr(resize, "cupy_available", lambda: True)
     monkeypatch.setattr(resize, "_compiled", {None})  # "compiled" for the CPU device (index None)
-    monkeypatch.setattr(resize, "_use_cupy", resize._cupy_usable)  # the real check, minus device.type
+    monkeypatch.setattr(resize, "cupy_usable", resize._cupy_usable)  # the real check, minus device.type
     monkeypatch.setattr(resize, "_launch_cupy", launch)
     img, detail = rand(2, 3, 9, 11, seed=10), rand(2, 3, 4, 5, seed=11)
     ref_base, ref_x = resize_add_ref(img, detail, (7, 13))
@@ -149,7 +150,7 @@ BAD = [
 @pytest.mark.parametrize("name, value, error", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
 def test_bad_arguments_name_the_argument(name, value, error):
     args = dict(GOOD, **{name: value})
-    with pytest.raises(error, match=rf"resize_add: {name}\b"):
+    with pytest.raises(error, match=rf"ops.resize_add: {name}\b"):
         resize_add(**args)
 
 

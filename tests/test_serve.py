@@ -30,7 +30,7 @@ from PIL import Image
 
 import fastdream
 from fastdream import cli
-from fastdream.serve import DreamModel, dream_requests
+from fastdream.serve import DreamModel, dream_batch, dream_requests
 from fastdream.serve_requests import Limits, RequestError, check_pixels, parse_fields, split_body
 
 OPTIONS = {"octaves": 2, "iterations": 2}
@@ -237,6 +237,9 @@ def test_ctrl_c_stops_quietly(server):
 
 
 def test_serve_command_checks_first(capsys):
+    import ray
+
+    running = ray.is_initialized()  # the session's local Ray (ray_local) may be up already in a full run
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -254,9 +257,7 @@ def test_serve_command_checks_first(capsys):
             assert cli.main(["serve"] + argv) == 2, argv
             err = capsys.readouterr().err
             assert err.count("\n") == 1 and message in err, (argv, err)
-    import ray
-
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == running  # no Ray started by a command that failed its checks
 
 
 # --- units: request parsing, limits, the model replica's answers, batching --------------------------
@@ -322,18 +323,21 @@ def test_pixel_limit_reads_only_the_header():
 
 
 def test_model_replica_answers_each_request():
+    import asyncio
+
     model = DreamModel(OPTIONS)
+    model._batched = lambda item: asyncio.to_thread(lambda: dream_batch([item])[0])  # serve.batch's part
     body = png(64, 80)
-    answers = model.answer([
-        (body, {}, 3, "png", time.time() + 60),
-        (body, {"iterations": 1}, None, "jpeg", time.time() + 60),
-        (body, {}, None, "png", time.time() - 1),  # past its deadline: not dreamed
-        (b"junk", {}, None, "png", time.time() + 60),
-        (png(8, 8), {}, None, "png", time.time() + 60),
-    ])
+    items = [(body, {}, 3, "png", time.time() + 60), (body, {"iterations": 1}, None, "jpeg", time.time() + 60),
+             (body, {}, None, "png", time.time() - 1),  # past its deadline: not dreamed
+             (b"junk", {}, None, "png", time.time() + 60), (png(8, 8), {}, None, "png", time.time() + 60)]
+    answers = [asyncio.run(model.dream(item)) for item in items]
     assert [a[0] for a in answers] == [200, 200, 503, 400, 400]
     assert torch.equal(decoded(answers[0][2]), fastdream.dream(decoded(body), seed=3, **OPTIONS))
     assert answers[1][1] == "image/jpeg" and "not a readable image" in answers[3][2]
+    dreamer, image = model.checked(body, {})
+    assert dream_batch([(dreamer, image, None, time.time() - 1), (dreamer, image, 4, time.time() + 60)])[0] == (
+        False, "")
 
 
 def test_batches_group_by_size_and_seed():

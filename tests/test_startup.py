@@ -39,6 +39,10 @@ def run_main(*argv, cwd):
     (["zoom", "missing.png", "-o", "z.gif"], 1),
     (["zoom", "exists.png", "-o", "taken.gif"], 1),
     (["video", "missing.mp4", "-o", "v.gif"], 1),
+    (["dream", "exists.png", "-o", "x.png", "--guide", "missing.png"], 1),  # guide and weights files
+    (["dream", "exists.png", "-o", "x.png", "--weights", "missing.pth"], 1),
+    (["zoom", "exists.png", "-o", "z.gif", "--guide", "missing.png"], 1),
+    (["dream", "exists.png", "-o", "x.png", "--threads", "0"], 2),
 ])
 def test_answers_without_torch(tmp_path, argv, code):
     for name in ("exists.png", "taken.png", "taken.gif"):

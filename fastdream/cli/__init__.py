@@ -102,6 +102,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(error_line(exc), file=sys.stderr)
         return 1
     except RuntimeError as exc:
+        ray_support = sys.modules.get("fastdream.ray_support")
+        if ray_support is not None and isinstance(exc, ray_support.WorkerMismatchError):
+            print(error_line(str(exc)), file=sys.stderr)
+            return 1
         if not _is_weights_error(exc):
             raise
         message = getattr(exc, "command_line", None)

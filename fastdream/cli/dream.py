@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .. import options
 from ..jobs import Job, Plan, UsageError, build_dreamer, check_file_output, collect_inputs, is_uri
-from ..jobs import load_limited, one_line, plan_files, plan_folder
+from ..jobs import check_writable, load_limited, one_line, plan_files, plan_folder, remove_stale_temps
 from .parser import PROG
 from .printing import Interrupted, TilingNote, error_line, note_skipped, options_of
 
@@ -30,9 +30,8 @@ def dream_command(args) -> int:
     if args.ray is not None:
         return _dream_on_ray(args)
     plan = _plan(args)
+    _prepare_outputs(plan, args)
     dreamer = build_dreamer(options_of(args))
-    if plan.folder is not None:
-        plan.folder.mkdir(exist_ok=True)
     return _run(plan.jobs, dreamer, args)
 
 
@@ -48,6 +47,23 @@ def _plan(args) -> Plan:
                       overwrite=args.overwrite)
     note_skipped(args, len(plan.skipped))
     return plan
+
+
+def _prepare_outputs(plan: Plan, args) -> None:
+    """Before anything is dreamed: the output folder made and found writable, the temporary files
+    a killed run left for these outputs removed, and what --resume dreams again said."""
+    if plan.folder is not None and not is_uri(plan.folder):
+        plan.folder.mkdir(exist_ok=True)
+    folders = {job.dest.absolute().parent for job in plan.jobs if not is_uri(job.dest)}
+    for folder in sorted(folders):
+        check_writable(folder)
+    removed = remove_stale_temps(plan)
+    if not args.quiet:
+        if removed:
+            print(f"removed {len(removed)} temporary {'file' if len(removed) == 1 else 'files'} "
+                  "that an interrupted run left", file=sys.stderr)
+        for dest in plan.redone:
+            print(f"{dest} is not a complete image: dreaming it again (--resume)", file=sys.stderr)
 
 
 def _dream_noise(args) -> int:
@@ -143,7 +159,7 @@ def _run(jobs: Sequence[Job], dreamer, args) -> int:
             tiling()
             if not isinstance(result, BaseException):
                 try:
-                    save_image(result, job.dest, overwrite=args.overwrite)
+                    save_image(result, job.dest, overwrite=args.overwrite or job.replace)
                 except per_file_errors as exc:
                     result = exc
             if isinstance(result, BaseException):
@@ -182,8 +198,7 @@ def _dream_on_ray(args) -> int:
         note_skipped(args, len(plan.skipped))
     else:
         plan = _plan(args)
-    if plan.folder is not None:
-        plan.folder.mkdir(exist_ok=True)
+    _prepare_outputs(plan, args)
     from ..cluster import dream_files
 
     def show(source, dest, error):

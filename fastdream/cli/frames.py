@@ -33,6 +33,7 @@ def zoom_command(args) -> int:
     if not source.exists():
         raise FileNotFoundError(f"input not found: {args.input}")
     check_video_output(args.output, source, args.overwrite)  # checked before torch is imported
+    options = options_of(args)  # --guide and --weights paths checked before torch is imported
     from .._convert import to_float01
     from ..transforms import zoom_transform
 
@@ -41,7 +42,7 @@ def zoom_command(args) -> int:
     try:
         # On Ctrl-C the writer closes the output with the frames done so far.
         with VideoWriter(args.output, args.fps, overwrite=args.overwrite) as writer:
-            dreamer = build_dreamer(options_of(args))
+            dreamer = build_dreamer(options)
             tiling = TilingNote(dreamer, args)
             frame = to_float01(image)
             with _frame_bar(args, args.frames) as bar:
@@ -70,6 +71,7 @@ def video_command(args) -> int:
         from ..flow import require_opencv
 
         require_opencv()  # before anything is read or written
+    options = options_of(args)  # --guide and --weights paths checked before torch is imported
     frames, fps, count = read_video(args.input)
     from .._convert import to_float01
     from ..transforms import limit_side
@@ -87,7 +89,7 @@ def video_command(args) -> int:
     writer = None
     try:
         with frames, VideoWriter(args.output, args.fps or fps or 25.0, overwrite=args.overwrite) as writer:
-            dreamer = build_dreamer(options_of(args))
+            dreamer = build_dreamer(options)
             tiling = TilingNote(dreamer, args)
             with _frame_bar(args, total) as bar:
                 for dreamed in dreamer.stream(inputs(), blend=args.blend, flow=args.flow, seed=args.seed, progress=False):

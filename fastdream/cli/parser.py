@@ -150,6 +150,11 @@ def _add_dream_options(parser: argparse.ArgumentParser, command: str) -> None:
         metavar="N",
         help="first downscale inputs (and --guide) whose long side exceeds N pixels (handy on the CPU)",
     )
+    parser.add_argument(
+        "--threads", type=_count_type, metavar="N",
+        help="torch CPU threads (default: torch's choice). Outputs are reproducible for the same seed, input, "
+        "machine, backend and thread count; on a busy machine fewer threads can be much faster",
+    )
     parser.set_defaults(options_given=())
     groups: Dict[str, object] = {}
     for field in options.fields():
@@ -273,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         "video",
         help="dream every frame of a video",
         description="Dream every frame of a video (or GIF, or numbered images), feeding part of each dreamed "
-        "frame into the next: input_k = (1 - B) * frame_k + B * dreamed_(k-1).",
+        "frame into the next: input_k = (1 - B) * frame_k + B * dreamed_(k-1); with --flow, "
+        "input_k = frame_k + B * (dreamed_(k-1) - frame_(k-1)) moved along the optical flow, where it is reliable.",
         epilog=_VIDEO_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -27,8 +27,15 @@ def note_skipped(args, count: int) -> None:
 
 def options_of(args) -> dict:
     """The ``Dreamer(...)`` options the flags give: those given on the command line (the others
-    keep the API's defaults), ``--guide`` loaded (``fastdream.jobs.dreamer_options``)."""
-    return dreamer_options({name: getattr(args, name) for name in args.options_given}, args.max_side)
+    keep the API's defaults), ``--guide`` loaded (``fastdream.jobs.dreamer_options``). Called
+    just before the Dreamer is built; with ``--threads N`` it sets torch's thread count for this
+    process then (and so for Ray's CPU actors, which take the driver's)."""
+    given = dreamer_options({name: getattr(args, name) for name in args.options_given}, args.max_side)
+    if getattr(args, "threads", None) is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return given
 
 
 class TilingNote:

@@ -5,7 +5,7 @@ rewrites it:
 
 - the tapped layers stay modules (``call_module`` nodes, so hooks fire on them) under their own
   qualified names; a tapped module with submodules is itself prepared the same way;
-- everything the tapped outputs do not need is dropped (the truncation of DESIGN.md §2);
+- everything the tapped outputs do not need is dropped (docs/architecture.md, "Models": the truncation);
 - eval mode is baked in: dropout and identities are removed, an eval BatchNorm right after a
   convolution whose output nothing else reads is folded into a new convolution (running
   statistics; exact up to float rounding);

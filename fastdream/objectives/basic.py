@@ -8,19 +8,15 @@ into an :class:`Objective`, which says whether it may be captured in a CUDA grap
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .._checks import is_real
 from ..options import OptionError, OptionTypeError
 
-if TYPE_CHECKING:
-    from .compose import Context, ObjectivePlan
+from .plan import Context, ObjectivePlan, PerLayer, Source, Terms, register
 
-PerLayer = Callable[[torch.Tensor], torch.Tensor]
-Terms = List[Tuple[str, float, PerLayer]]
-"""``(layer, weight, per_layer)`` terms, what :func:`weighted_sum` adds up."""
 ObjectiveArg = Union[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -127,3 +123,7 @@ def weighted_sum(terms: Sequence[Tuple[str, float, PerLayer]], static: bool = Tr
 def basic_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
     """The ``objective`` option on the ``channels`` of every layer (needs no context)."""
     return layer_terms(plan.objective, plan.layers, plan.channels)
+
+
+# The fallback per-layer source: always on (``objective`` is never None), lowest priority.
+register(Source("objective", basic_terms, options=("objective", "channels"), priority=0))

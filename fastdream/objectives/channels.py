@@ -6,16 +6,14 @@ when the objective is built: nothing is read back to the host while the dream ru
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import torch
 
 from .._checks import check_choice, check_int, check_tensor
 from ..options import CHANNEL_MODES
-from .basic import BASES, PerDevice, PerLayer, Terms
-
-if TYPE_CHECKING:
-    from .compose import Context, ObjectivePlan
+from .basic import BASES, PerDevice
+from .plan import Context, ObjectivePlan, PerLayer, Source, Terms, register
 
 __all__ = ["CHANNEL_MODES", "channel_mode_terms", "select_channels", "channel_objective"]
 
@@ -86,12 +84,15 @@ def channel_objective(index: torch.Tensor, base: str = "l2") -> PerLayer:
     return objective
 
 
-def channel_mode_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
-    """The channels the plan's mode picks in each input image (at its first octave size), if it has a mode."""
-    if plan.channel_mode is None:
-        return None
+def channel_mode_terms(plan: ObjectivePlan, context: Context) -> Terms:
+    """The channels the plan's mode picks in each input image (at its first octave size)."""
     with torch.no_grad():
         acts = context.features(context.first_octave())
     base = plan.objective if isinstance(plan.objective, str) else "l2"
     return [(name, w, channel_objective(select_channels(acts[name], plan.channel_mode, plan.channel_count), base))
             for name, w in plan.layers.items()]
+
+
+# Per call: the ranking reads the call's input.
+register(Source("channel_mode", channel_mode_terms, options=("channel_mode", "channel_count", "objective"),
+                static=False, priority=20))

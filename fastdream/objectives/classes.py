@@ -9,15 +9,13 @@ from __future__ import annotations
 import difflib
 import numbers
 import re
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
 from .._checks import check_int
-from .basic import PerDevice, PerLayer, Terms
-
-if TYPE_CHECKING:
-    from .compose import Context, ObjectivePlan
+from .basic import PerDevice
+from .plan import Context, ObjectivePlan, PerLayer, Source, Terms, register
 
 __all__ = ["imagenet_categories", "class_indices", "class_objective", "class_terms"]
 
@@ -139,7 +137,10 @@ def class_objective(indices: Sequence[int]) -> PerLayer:
 
 
 def class_terms(plan: ObjectivePlan, context: Optional[Context]) -> Terms:
-    """One term per class on the model's logits layer (none without classes)."""
-    if not plan.classes:
-        return []
+    """One term per class on the model's logits layer."""
     return [(plan.logits_layer, w, class_objective([i])) for i, w in plan.classes.items()]
+
+
+# Added to the per-layer terms; ``classes`` is resolved to indices by the engine (the model's names).
+register(Source("classes", class_terms, options=("classes",), added=True,
+                taps=lambda plan: [plan.logits_layer]))

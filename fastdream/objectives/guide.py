@@ -1,21 +1,18 @@
 """The guided objective: grow, at each position, the guide image's best-matching feature.
 
-The guide's activations are computed once per device by :func:`fastdream.objectives.compose`;
+The guide's activations are computed once per device (:func:`guide_terms`, the ``guide`` source);
 :func:`guided_objective` turns them into a per-layer objective (``Tensor[B, C, h, w] -> scalar``,
 summed over the batch, float32). Nothing is read back to the host while the dream runs.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from .._convert import to_float01
 from .._checks import check_tensor
-from .basic import PerDevice, PerLayer, Terms
-
-if TYPE_CHECKING:
-    from .compose import Context, ObjectivePlan
+from .basic import PerDevice
+from .plan import Context, ObjectivePlan, PerLayer, Source, Terms, register
 
 __all__ = ["guide_terms", "guided_objective"]
 
@@ -71,13 +68,15 @@ def _best_matches(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-def guide_terms(plan: ObjectivePlan, context: Context) -> Optional[Terms]:
-    """The guided objective at every layer, if the plan has a guide (its features: once per device)."""
-    if plan.guide is None:
-        return None
+def guide_terms(plan: ObjectivePlan, context: Context) -> Terms:
+    """The guided objective at every layer (the guide's features: once per device)."""
     acts = context.memo.get("guide")
     if acts is None:
         with torch.no_grad():
             guide = to_float01(plan.guide.unsqueeze(0), context.device)
             acts = context.memo["guide"] = context.features(guide)
     return [(name, w, guided_objective(acts[name])) for name, w in plan.layers.items()]
+
+
+# Per device: the guide's features are the model's on the compute device.
+register(Source("guide", guide_terms, options=("guide",), static=False, priority=30))
