@@ -229,6 +229,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--octaves", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", default="2", help="torch.set_num_threads values (CPU), each a run of every case")
     parser.add_argument("--cases", default=None, help="comma-separated subset of " + ",".join(c[0] for c in CASES))
     parser.add_argument("--quick", action="store_true", help="1 octave × 2 iterations at 128², 1 repeat")
@@ -238,13 +240,13 @@ def main(argv: List[str] = None) -> int:
     threads = [int(t) for t in args.threads.split(",")] if device.type == "cpu" else [torch.get_num_threads()]
     meta = {"device": device_name(device), "torch": torch.__version__, "commit": _commit(),
             "date": datetime.date.today().isoformat()}
-    extra = dict(octaves=1, iterations=2) if args.quick else {}
+    extra = dict(octaves=1, iterations=2) if args.quick else dict(octaves=args.octaves, iterations=args.iterations)
     size, repeats = (128, 1) if args.quick else (args.size, args.repeats)
     print(f"# {meta['device']}  torch {meta['torch']}  commit {meta['commit'][:10]}  load {_load():.1f}  "
           "(medians; best runs in brackets)")
     print(f"{'case':22s} {'thr':>3s} {'eager':>14s} {'user':>14s} {'builtin':>14s} {'floor':>14s} "
           f"{'eager/user':>12s} {'user/builtin':>13s}  capture")
-    results = []
+    results, path = [], None
     for count in threads:
         torch.set_num_threads(count)
         for case, build, layer, name, builtin_layer, weights in CASES:
@@ -256,7 +258,9 @@ def main(argv: List[str] = None) -> int:
             cells = " ".join(f"{r[k + '_s']:5.2f}s [{r[k + '_min_s']:5.2f}]" for k in ("eager", "user", "builtin", "floor"))
             print(f"{case:22s} {count:3d} {cells} {r['speedup']:5.2f}× [{r['speedup_min']:4.2f}] "
                   f"{r['user_vs_builtin']:5.2f}× [{r['user_vs_builtin_min']:4.2f}]  {r['capture']}", flush=True)
-    write_results(results, "any-module", "cpu" if device.type == "cpu" else meta["device"], args.json)
+            # after each case: a run stopped early keeps what it measured
+            path = write_results(results, "any-module", "cpu" if device.type == "cpu" else meta["device"],
+                                 args.json or path)
     return 0
 
 

@@ -10,6 +10,19 @@ from typing import Callable, Dict, Hashable, List, Optional, Sequence, Union
 WINDOW = 4
 """A window holds ``WINDOW × batch_size`` images: read ahead, then grouped by key (shape)."""
 
+GPU_BATCH = 8
+"""``dream_many``'s batch size on a GPU."""
+
+CPU_BATCH_PIXELS = 4 * 256 * 256
+"""``dream_many``'s batches on the CPU hold up to this many pixels: 8 images of 128², 4 of 256², 1
+of 512² (measured: docs/architecture.md, "Batches on the CPU"; ``benchmarks/cpu_batch.py``)."""
+
+
+def cpu_batch_size(height: int, width: int) -> int:
+    """``dream_many``'s batch size on the CPU for images of ``height × width`` px: as many as
+    ``CPU_BATCH_PIXELS`` holds, at least 1 and at most ``GPU_BATCH``."""
+    return max(1, min(GPU_BATCH, CPU_BATCH_PIXELS // max(1, height * width)))
+
 
 def seed_for(seed: Optional[int], k: int) -> Optional[int]:
     """The seed of item ``k`` of a run seeded with ``seed`` (batch ``k`` of ``dream_many``, frame

@@ -13,7 +13,7 @@ import torch
 
 from . import options as _options
 from ._checks import check_image
-from .batching import WINDOW, seed_for, window_batches
+from .batching import GPU_BATCH, WINDOW, cpu_batch_size, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
 from .dream_cache import DreamerCache
 from .engine import Engine
@@ -103,9 +103,10 @@ class Dreamer:
         Args:
             images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
                 that decodes files is read ``batch_size × 4`` images ahead at most.
-            batch_size: images per batch (>= 1). ``None``: 8 on a GPU, 1 on the CPU, where batching
-                measured slower per image (512², 2-core EPYC: 5.2 images/s at batch 1, 3.2 at 4,
-                1.8 at 64: the activations of a batch outgrow the caches).
+            batch_size: images per batch (>= 1). ``None``: 8 on a GPU; on the CPU as many as
+                ``fastdream.batching.CPU_BATCH_PIXELS`` holds (8 of 128², 4 of 256², 1 from 363²),
+                where batching pays for small images and not for large ones (docs/architecture.md,
+                "Batches on the CPU").
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: the Dreamer's
                 ``seed``, or fresh randomness where it has none).
             progress: a bar over images (images/s); default: the Dreamer's ``progress``.
@@ -115,7 +116,7 @@ class Dreamer:
         """
         if batch_size is not None:
             batch_size = check_int("batch_size", batch_size, 1)
-        window_size = WINDOW * (batch_size or 8)
+        window_size = WINDOW * (batch_size or GPU_BATCH)
         errors = check_choice("errors", errors, ("raise", "return"))
         seed, progress = self._engine.call_defaults(seed, progress)
         source = prefetched(images, window_size // 2) if prefetch else iter(images)
@@ -151,8 +152,11 @@ class Dreamer:
                 yield from results
 
     def _default_batch_size(self, key: tuple) -> int:
-        """8 on a GPU, 1 on the CPU (``dream_many``'s ``batch_size=None``), for a (shape, dtype, device) key."""
-        return 8 if (self.options.device or key[2]).type == "cuda" else 1
+        """``dream_many``'s ``batch_size=None`` for a (shape, dtype, device) key: ``GPU_BATCH`` on a
+        GPU, ``cpu_batch_size`` of the image size on the CPU."""
+        if (self.options.device or key[2]).type == "cuda":
+            return GPU_BATCH
+        return cpu_batch_size(*key[0][-2:])
 
     def stream(
         self,

@@ -447,11 +447,12 @@ class Options:
     model: Any = option(DEFAULT_MODEL, check_model, "model name, see 'fastdream models'", group="model",
         doc=(
             'a built-in model name (``fastdream.list_models()``) or any ``nn.Module`` taking Tensor[B, 3, H, '
-            'W]. A module of yours is never copied, moved or changed: where torch.fx traces it, the dream '
-            'runs a graph of it that shares its parameters (BatchNorm folded, truncated at the deepest layer,'
-            ' ``fastdream.models.prepare``), else the module itself, put in eval mode for the duration of a '
-            "call. Its parameters may be float32, float64, float16 or bfloat16: the model's input is cast to "
-            'its dtype, the image and the step stay float32.'))
+            'W]. A module of yours is never moved or changed: the dream runs a graph of it that shares its '
+            'parameters (BatchNorm folded, truncated at the deepest layer, ``fastdream.models.prepare``; one '
+            'per input shape where its forward branches on shapes), or where none can be had (a branch on '
+            'tensor values), its own forward on its prepared blocks, said once; it is put in eval mode for '
+            "the duration of a call. Its parameters may be float32, float64, float16 or bfloat16: the model's "
+            'input is cast to its dtype, the image and the step stay float32.'))
     layers: Any = option(
         None, check_layers, "layer(s) to dream at, comma-separated, each optionally weighted as NAME:WEIGHT; "
         "see 'fastdream layers MODEL'", group="model", parse=parse_layers, metavar="NAME[:W],...",

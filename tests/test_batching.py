@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from fastdream.batching import seed_for, window_batches
+from fastdream.batching import CPU_BATCH_PIXELS, GPU_BATCH, cpu_batch_size, seed_for, window_batches
 
 
 def naive(keys, batch_size):
@@ -35,3 +35,12 @@ def test_window_batches_is_the_naive_cut(trial):
 def test_seed_for():
     assert seed_for(None, 3) is None
     assert seed_for(7, 3) == 10 and seed_for(2**63 - 1, 2) == 1
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (40, 40), (128, 128), (256, 256), (300, 200), (512, 512),
+                                          (724, 724), (4000, 3000)])
+def test_cpu_batch_size_holds_the_pixel_budget(height, width):
+    size = cpu_batch_size(height, width)
+    assert 1 <= size <= GPU_BATCH
+    assert size == 1 or size * height * width <= CPU_BATCH_PIXELS  # within the budget
+    assert size == GPU_BATCH or (size + 1) * height * width > CPU_BATCH_PIXELS  # and no room for one more

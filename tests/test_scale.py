@@ -278,13 +278,18 @@ def test_stream_rejects_mixed_sizes_and_bad_blend():
         list(d.stream([_rand(3, 40, 40)], blend=1.0))
 
 
-def test_dream_many_default_batch_on_the_cpu_is_one():
-    """Batching is slower per image on the CPU (measured): the default there is one at a time."""
+def test_dream_many_default_batch_on_the_cpu_holds_a_pixel_budget(monkeypatch):
+    """On the CPU the default batch holds ``CPU_BATCH_PIXELS`` (here 2 images of 40×40, then 1)."""
+    import fastdream.batching as batching
+
+    monkeypatch.setattr(batching, "CPU_BATCH_PIXELS", 2 * 40 * 40 + 39)
     d = fastdream.Dreamer(**FAST)
-    images = [_rand(3, 40, 40, seed=i) for i in range(3)]
+    images = [_rand(3, 40, 40, seed=i) for i in range(3)] + [_rand(3, 48, 48, seed=3)]
     outs = list(d.dream_many(images, seed=4))
-    for k, (image, out) in enumerate(zip(images, outs)):
-        assert torch.equal(out, d(image, seed=4 + k))
+    for k, chunk in enumerate([[0, 1], [2], [3]]):
+        want = d(torch.stack([images[i] for i in chunk]), seed=4 + k)
+        for j, i in enumerate(chunk):
+            assert torch.equal(outs[i], want[j]), (k, i)
 
 
 # -- out of memory: the call again, in tiles ------------------------------------------------------
