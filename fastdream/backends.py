@@ -20,7 +20,7 @@ REFERENCE = "reference"
 _cupy: Optional[bool] = None
 
 
-def _cupy_importable() -> bool:
+def cupy_importable() -> bool:
     """Whether ``import cupy`` works (imported on first ask only; any failure counts as no)."""
     global _cupy
     if _cupy is None:
@@ -69,7 +69,7 @@ def backend_info() -> Dict[str, Any]:
         "cuda_version": _extension.cuda_version(),
         "cuda_archs": str(getattr(module, "CUDA_ARCHS", "")) if module is not None else "",
         "cuda_available": cuda_available,
-        "cupy": _cupy_importable(),
+        "cupy": cupy_importable(),
         "torch": torch.__version__,
         "devices": {
             "cpu": select_backend(torch.device("cpu")),

@@ -20,7 +20,7 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
-from .backends import _cupy_importable
+from .backends import cupy_importable
 
 __all__ = ["cupy_available", "cupy_usable", "fused_resize_add"]
 
@@ -85,7 +85,7 @@ extern "C" __global__ void fastdream_resize_add(
 
 def cupy_available() -> bool:
     """Whether ``import cupy`` works (asked once per process; never raises)."""
-    return _cupy_importable()
+    return cupy_importable()
 
 
 # ------------------------------------------------------------------------------------------- CuPy
