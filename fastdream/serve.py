@@ -51,6 +51,11 @@ from .ray_support import actor_dreamer_options, actor_resources, connect, requir
 from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, parse_fields, read_body, split_body
 
 _KEPT_DREAMERS = 4
+APP_NAME = "fastdream"
+STOP_TIMEOUT_S = 20.0
+# Ctrl-C stops the server now: a request still running gets 2 s (Serve's default of 20 s per
+# replica, with checks every 2 s, made a stop take 5 s here and over a minute on a loaded machine).
+STOP_QUICKLY = {"graceful_shutdown_timeout_s": 2.0, "graceful_shutdown_wait_loop_s": 0.5}
 _TEXT = "text/plain; charset=utf-8"
 
 
@@ -236,12 +241,14 @@ def build_app(
         num_replicas=num_replicas or max(1, gpus),
         ray_actor_options=actor,
         max_ongoing_requests=4 * max_batch_size,
+        **STOP_QUICKLY,
     ).bind(options, max_side, threads)
     ingress = serve.deployment(
         DreamIngress,
         name="fastdream",
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=limits.max_clients,
+        **STOP_QUICKLY,
     )
     return ingress.bind(model_app, options, limits)
 
@@ -317,7 +324,7 @@ def serve_forever(args, options: dict) -> int:
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
         app = build_app(options, limits=limits, max_batch_size=args.max_batch_size, max_side=args.max_side)
-        serve.run(app, name="fastdream", route_prefix="/")
+        serve.run(app, name=APP_NAME, route_prefix="/")
         url = _url(args.host, args.port, local=True)
         # Through Ray Client (ray://) this process is off the cluster: no proxy here to ask.
         if not str(args.ray).startswith("ray://") and not _wait_until_served(url):
@@ -330,13 +337,33 @@ def serve_forever(args, options: dict) -> int:
         print("stopping", file=sys.stderr)
         return 0
     finally:
-        # Ray's driver prints the errors its shutdown provokes ("(raylet) Task
-        # ServeController.graceful_shutdown failed ...") to sys.stdout from a thread; they stay
-        # in the raylet's and Serve's logs, not the terminal.
-        with contextlib.redirect_stdout(io.StringIO()):
-            serve.shutdown()
-            if started:
-                ray.shutdown()
+        _stop_serving(ray, started)
+
+
+def _stop_serving(ray, started: bool, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Removes this server from Serve, bounded by ``timeout`` seconds: Serve as a whole when it
+    holds no other application (else only ours: a shared cluster's other apps stay up), then the
+    local Ray this process started. Ray's driver prints the errors a shutdown provokes
+    ("(raylet) Task ServeController.graceful_shutdown failed ...") to sys.stdout from a thread; they
+    stay in Ray's logs, not the terminal."""
+    from ray import serve
+
+    def remove():
+        try:
+            others = [name for name in serve.status().applications if name != APP_NAME]
+            serve.delete(APP_NAME) if others else serve.shutdown()
+        except Exception:  # a Serve already gone; the local Ray below goes anyway
+            pass
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        worker = threading.Thread(target=remove, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if started:
+            ray.shutdown()  # ends every process of a Ray this command started, Serve's included
+    if worker.is_alive() and not started:
+        print(f"fastdream: Serve did not remove the app {APP_NAME!r} within {timeout:g} s; see `serve status`",
+              file=sys.stderr)
 
 
 def _wait_for_ctrl_c() -> None:

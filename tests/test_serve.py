@@ -37,6 +37,7 @@ OPTIONS = {"octaves": 2, "iterations": 2}
 LIMITS = {"--max-upload-mb": "0.05", "--body-timeout": "10", "--max-megapixels": "0.5", "--max-iterations": "5",
           "--max-octaves": "3"}
 STARTUP_S = 300
+STOP_S = 120  # the server bounds its own stop (20 s for Serve, then Ray); slack for a loaded CI machine
 
 
 def png(height, width, seed=0) -> bytes:
@@ -72,7 +73,7 @@ class Server:
                    "--octaves", "2", "--iterations", "2", "--max-batch-size", "4"]
         command += [part for item in LIMITS.items() for part in item]
         if shutil.which("timeout"):  # stops by itself even if this test process dies
-            command = ["timeout", "-s", "INT", "-k", "60", "900"] + command
+            command = ["timeout", "-s", "INT", "-k", str(STOP_S + 30), "900"] + command
         self.stderr_path = folder / "stderr.txt"
         self._stderr = open(self.stderr_path, "w")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env,
@@ -98,7 +99,7 @@ class Server:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)  # Ctrl-C: Serve and Ray shut down
             try:
-                self.process.wait(60)
+                self.process.wait(STOP_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
@@ -407,3 +408,52 @@ def test_ingress_bounds_the_wait_for_the_model():
     Model.dream.remote = staticmethod(lambda item: Died())
     answer = asyncio.run(ingress(request([png(20, 30)])))
     assert answer.status_code == 500 and answer.body == b"dreaming failed: the model replica failed (RuntimeError)"
+
+
+# --- stopping: bounded, and a shared cluster's other applications stay up --------------------------
+
+
+class _StandInServe:
+    def __init__(self, apps, hang=0.0):
+        self.apps, self.hang, self.calls = apps, hang, []
+
+    def status(self):
+        time.sleep(self.hang)
+        return type("Status", (), {"applications": {name: None for name in self.apps}})()
+
+    def delete(self, name):
+        self.calls.append(("delete", name))
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+
+@pytest.mark.parametrize("apps, expected", [(["fastdream"], [("shutdown",)]),
+                                            (["fastdream", "theirs"], [("delete", "fastdream")])])
+def test_stop_removes_only_what_is_ours(monkeypatch, apps, expected):
+    from ray import serve as real_serve
+
+    import fastdream.serve as module
+
+    stand_in = _StandInServe(apps)
+    for name in ("status", "delete", "shutdown"):
+        monkeypatch.setattr(real_serve, name, getattr(stand_in, name))
+    ray = type("Ray", (), {"shutdown": lambda: stand_in.calls.append(("ray.shutdown",))})
+    module._stop_serving(ray, started=False)
+    assert stand_in.calls == expected
+    module._stop_serving(ray, started=True)
+    assert stand_in.calls == expected * 2 + [("ray.shutdown",)]
+
+
+def test_stop_is_bounded(monkeypatch, capsys):
+    from ray import serve as real_serve
+
+    import fastdream.serve as module
+
+    stand_in = _StandInServe(["fastdream"], hang=5.0)
+    monkeypatch.setattr(real_serve, "status", stand_in.status)
+    start = time.monotonic()
+    module._stop_serving(None, started=False, timeout=0.5)
+    assert time.monotonic() - start < 3.0
+    err = capsys.readouterr().err
+    assert "did not remove the app 'fastdream' within 0.5 s" in err and err.count("\n") == 1
