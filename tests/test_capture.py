@@ -234,6 +234,41 @@ def test_eager_fallback_stops_after_the_deepest_tap():
     assert prepared.eager is not None and calls == []
 
 
+class ViewAfterValueBranch(nn.Module):
+    """A branch on values (no graph), then ``view``, which the channels_last layout does not allow."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 9 * 11, 5)
+        self.layouts = []
+
+    def forward(self, x):
+        if isinstance(x, torch.Tensor):
+            self.layouts.append(x.is_contiguous(memory_format=torch.channels_last))
+        if x.mean() > -1e9:
+            x = self.conv(x)
+        return self.fc(x.view(x.shape[0], -1))
+
+
+@pytest.mark.parametrize("layer, layouts", [("conv", [True, True]), ("fc", [False, False])])
+def test_eager_fallback_gives_channels_last_unless_the_forward_needs_the_default(layer, layouts):
+    model = ViewAfterValueBranch()
+    x = torch.rand(2, 3, 11, 13, generator=torch.Generator().manual_seed(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_for_dreaming(model, [layer])
+        LayerTap(prepared, [layer])(x)  # the first call traces (no graph: values), then runs: tries channels_last
+        assert True in model.layouts
+        model.layouts.clear()
+        ours = [LayerTap(prepared, [layer])(x)[layer] for _ in range(2)]
+    expected = LayerTap(model, [layer])(x)[layer]
+    assert prepared.eager is not None
+    assert model.layouts[:-1] == layouts  # the last: the unprepared reference's own call
+    for out in ours:
+        torch.testing.assert_close(out, expected)
+
+
 def test_notice_is_said_once_with_its_reason():
     class Once(ValueBranchNet):
         pass
