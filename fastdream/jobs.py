@@ -7,6 +7,7 @@ written through ``pyarrow.fs``). Where this sits: docs/architecture.md, "Command
 """
 from __future__ import annotations
 
+import io
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -238,9 +239,13 @@ def plan_folder(folder: str, output: str, *, fmt: Optional[str] = None, resume: 
     existing = [dest for dest, there in zip(dests, exists) if there]
     if existing and not (resume or overwrite):
         raise _exists_error(existing)
-    keep = resume and bool(existing)
-    jobs = [Job(s, d) for s, d, there in zip(sources, dests, exists) if not (keep and there)]
-    return Plan(jobs, None if is_uri(output) else pathlib.Path(output), existing if keep else [])
+    broken = set()
+    if resume and existing:  # kept only where complete, as for local outputs
+        broken = {dest for dest, ok in zip(existing, complete_many(existing)) if not ok}
+    jobs = [Job(s, d, replace=d in broken) for s, d, there in zip(sources, dests, exists)
+            if not (resume and there) or d in broken]
+    kept = [dest for dest in existing if dest not in broken] if resume else []
+    return Plan(jobs, None if is_uri(output) else pathlib.Path(output), kept, [d for d in existing if d in broken])
 
 
 def join(folder: str, name: str) -> str:
@@ -259,14 +264,38 @@ def exists_many(paths: Sequence[str]) -> List[bool]:
     return [info.type != fs.FileType.NotFound for info in infos]
 
 
+def complete_many(paths: Sequence[str]) -> List[bool]:
+    """:func:`is_complete_image` of each path; URIs (of one file system) read 8 at a time."""
+    if not paths or not is_uri(paths[0]):
+        return [is_complete_image(path) for path in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyarrow import fs
+
+    filesystem, _ = fs.FileSystem.from_uri(paths[0])
+
+    def complete(uri: str) -> bool:
+        try:
+            with filesystem.open_input_stream(fs.FileSystem.from_uri(uri)[1]) as stream:
+                data = stream.read()
+        except OSError:
+            return False
+        return is_complete_image(io.BytesIO(data))
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(complete, paths))
+
+
 def is_complete_image(path) -> bool:
-    """Whether ``path`` is an image file that decodes fully (a file cut short by a crash, a full
-    disk or an interrupted copy is not)."""
+    """Whether ``path`` (a file, or a binary file object) is an image file that decodes fully (a
+    file cut short by a crash, a full disk or an interrupted copy is not)."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:  # the file's structure to its end (PNG: every chunk and IEND)
             image.verify()
+        if hasattr(path, "seek"):
+            path.seek(0)
         with Image.open(path) as image:  # and every pixel
             image.load()
     except Exception:  # noqa: BLE001 - anything that stops the decode: not a complete image
@@ -399,3 +428,10 @@ def check_video_output(output: str, source: pathlib.Path, overwrite: bool) -> No
         raise FileExistsError(f"output {output} would overwrite the input {source}; choose another -o")
     if existing and not overwrite:
         raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it)")
+    # Where it goes must exist and take files (numbered frames: their folder is made if its parent
+    # exists), found now rather than after the first frame was dreamed.
+    folder = pathlib.Path(os.path.dirname(os.path.abspath(pattern if is_sequence_path(output) else output)))
+    made = is_sequence_path(output) and not folder.is_dir()
+    if not (folder.parent if made else folder).is_dir():
+        raise FileNotFoundError(f"parent folder of -o does not exist: {folder.parent if made else folder}")
+    check_writable(folder.parent if made else folder)

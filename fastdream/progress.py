@@ -6,8 +6,12 @@ from typing import Optional
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool, desc: str, unit: str, total: Optional[int] = None, leave: bool = True):
-    """A tqdm bar's ``update`` while the block runs (``None`` when not ``enabled``)."""
+def progress_bar(enabled, desc: str, unit: str, total: Optional[int] = None, leave: bool = True):
+    """A tqdm bar's ``update`` while the block runs (``None`` when not ``enabled``). ``enabled`` may
+    be a callable instead, called with no argument after each step (the server's deadline check)."""
+    if callable(enabled):
+        yield enabled
+        return
     if not enabled:
         yield None
         return

@@ -16,8 +16,9 @@ Two deployments. The ingress (``DreamIngress``, no CPU reserved, many requests a
 each body within ``--body-timeout`` (408 past it), parses and checks the fields (400), the upload
 size and the pixel count declared by the image's header (413), and the work asked
 (``--max-iterations``, ``--max-octaves``: 400), then hands the bytes to the model deployment
-(``DreamModel``: one replica per GPU, one CPU replica otherwise) and waits at most
-``--request-timeout`` (503 past it). A slow or stalled client therefore holds an ingress slot for
+(``DreamModel``: one replica per GPU, one CPU replica otherwise), which answers within
+``--request-timeout``: 503 (busy, try later) for a request still waiting in line then, 400 naming
+the limit for one whose dream ran past it (stopped there, the replica freed). A slow or stalled client therefore holds an ingress slot for
 a bounded time and never a model slot. The model replica decodes, checks with ``Dreamer.check``
 (400 with the library's message), and dreams requests in batches (``@serve.batch``, cut by
 ``fastdream.batching``): those that arrive together with the same size and options are stacked and
@@ -43,7 +44,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from .batching import window_batches
 from .jobs import UsageError, build_dreamer, decode_limited, one_line
@@ -53,6 +54,7 @@ from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pi
 _KEPT_DREAMERS = 4
 APP_NAME = "fastdream"
 STOP_TIMEOUT_S = 20.0
+_ANSWER_SLACK_S = 5.0
 # Ctrl-C stops the server now: a request still running gets 2 s (Serve's default of 20 s per
 # replica, with checks every 2 s, made a stop take 5 s here and over a minute on a loaded machine).
 STOP_QUICKLY = {"graceful_shutdown_timeout_s": 2.0, "graceful_shutdown_wait_loop_s": 0.5}
@@ -99,9 +101,9 @@ class DreamIngress:
         except RequestError as exc:
             return PlainTextResponse(str(exc), status_code=exc.status)
         timeout = self.limits.request_timeout_s
-        response = self.model.dream.remote(item + (time.time() + timeout,))
-        try:
-            status, kind, payload = await asyncio.wait_for(response, timeout)
+        response = self.model.dream.remote(item + (Deadline(time.time() + timeout, timeout),))
+        try:  # the replica answers at the deadline itself; this wait is for a replica that cannot
+            status, kind, payload = await asyncio.wait_for(response, timeout + _ANSWER_SLACK_S)
         except asyncio.TimeoutError:
             response.cancel()
             return PlainTextResponse(_late(timeout), status_code=503)
@@ -116,6 +118,15 @@ class DreamIngress:
 
 def _late(timeout: float) -> str:
     return f"not answered within this server's request time limit of {timeout:g} s (--request-timeout): try later"
+
+
+class _PastDeadline(Exception):
+    """A batch still dreaming at its requests' deadline: stopped, its slot freed for others."""
+
+
+def _over_time(timeout: float) -> str:
+    return (f"the dream ran past this server's request time limit of {timeout:g} s (--request-timeout): "
+            "ask fewer iterations, octaves or pixels")
 
 
 class DreamModel:
@@ -143,20 +154,20 @@ class DreamModel:
         return dreamer
 
     async def dream(self, item: tuple) -> Tuple[int, str, object]:
-        """``(image bytes, overrides, seed, format, deadline)`` -> ``(status, content type, body)``.
+        """``(image bytes, overrides, seed, format, Deadline)`` -> ``(status, content type, body)``.
 
         Decoded and checked (400 with the library's message) and encoded on threads of their own,
-        so that they overlap the dreaming of other requests; dreamed in a batch (``_batched``);
-        503 when still waiting at the deadline (``time.time()``: not dreamed), 500 when the dream
-        failed."""
+        so that they overlap the dreaming of other requests; dreamed in a batch (``_batched``): 503
+        when still waiting at the deadline (not dreamed: the server is busy), 400 when its dream ran
+        past it (stopped: the work asked is too much), 500 when the dream failed."""
         data, overrides, seed, fmt, deadline = item
         try:
             dreamer, image = await asyncio.to_thread(self.checked, data, overrides)
         except (ValueError, TypeError, OSError) as exc:
             return 400, _TEXT, one_line(exc)
-        ok, result = await self._batched((dreamer, image, seed, deadline))
-        if not ok:
-            return (500, _TEXT, result) if result else (503, _TEXT, "too late")  # a 503 was sent already
+        status, result = await self._batched((dreamer, image, seed, deadline))
+        if status != 200:
+            return status, _TEXT, result
         return 200, FORMATS[fmt], await asyncio.to_thread(encode, result, fmt)
 
     def checked(self, data: bytes, overrides: dict):
@@ -173,35 +184,58 @@ class DreamModel:
         return await asyncio.to_thread(dream_batch, items)
 
 
+class Deadline(NamedTuple):
+    """A request's deadline: ``at`` (``time.time()``), that is ``limit_s`` after it arrived."""
+
+    at: float
+    limit_s: float
+
+
 def dream_batch(items: List[tuple]) -> List[tuple]:
-    """``[(dreamer, image, seed, deadline)]`` -> ``[(True, image) | (False, message)]``: those past
-    their deadline (``time.time()``) are not dreamed (``(False, "")``), the others as
-    :func:`dream_requests`."""
+    """``[(dreamer, image, seed, Deadline)]`` -> ``[(200, image) | (status, message)]``: those past
+    their deadline are not dreamed (503), the others as :func:`dream_requests`, stopped at the
+    latest of their deadlines (400 naming the limit)."""
     now = time.time()
-    late = [now > deadline for *_, deadline in items]
-    dreamed = iter(dream_requests([item[:3] for item, skip in zip(items, late) if not skip]))
-    return [(False, "") if skip else next(dreamed) for skip in late]
+    late = [now > deadline.at for *_, deadline in items]
+    due = [item for item, skip in zip(items, late) if not skip]
+    until = max((deadline for *_, deadline in due), default=None)
+    dreamed = iter(dream_requests([item[:3] for item in due], until))
+    return [(503, _late(deadline.limit_s)) if skip else next(dreamed) for skip, (*_, deadline) in zip(late, items)]
 
 
-def dream_requests(items: List[tuple]) -> List[tuple]:
-    """``[(dreamer, uint8 Tensor[3, H, W], seed)]`` -> ``[(True, image) | (False, message)]``:
+def dream_requests(items: List[tuple], until: Optional[Deadline] = None) -> List[tuple]:
+    """``[(dreamer, uint8 Tensor[3, H, W], seed)]`` -> ``[(200, image) | (status, message)]``:
     unseeded requests with the same Dreamer and size dreamed as one batch (``batching``'s cut),
-    seeded ones alone."""
+    seeded ones alone; a dream still running at ``until`` is stopped (400 naming the limit), one
+    that failed is a 500."""
     import torch
+
+    from ._checks import check_image
+
+    def on_step():  # after each step, on the host: no device sync
+        if time.time() > until.at:
+            raise _PastDeadline
 
     keys = [(id(dreamer), tuple(image.shape)) if seed is None else ("alone", i)
             for i, (dreamer, image, seed) in enumerate(items)]
     results: List[Optional[tuple]] = [None] * len(items)
     for indices in window_batches(keys, max(1, len(items))):
         dreamer, _, seed = items[indices[0]]
+        engine = dreamer._engine  # the call of Dreamer.__call__ on a checked image, with a step hook
         try:
-            out = dreamer(torch.stack([items[i][1] for i in indices]), seed=seed, progress=False)
+            batch = check_image(torch.stack([items[i][1] for i in indices]))
+            seed, progress = engine.call_defaults(seed, False)
+            out = engine.dream(batch, seed, on_step if until else progress)
+        except _PastDeadline:
+            for i in indices:
+                results[i] = (400, _over_time(until.limit_s))
+            continue
         except Exception as exc:  # a replica answers every request, whatever failed
             for i in indices:
-                results[i] = (False, f"dreaming failed: {one_line(exc)}")
+                results[i] = (500, f"dreaming failed: {one_line(exc)}")
             continue
         for j, i in enumerate(indices):
-            results[i] = (True, out[j])
+            results[i] = (200, out[j])
     return results
 
 

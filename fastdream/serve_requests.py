@@ -58,7 +58,7 @@ class Limits:
     body_timeout_s: float = _limit(
         30.0, float, "--body-timeout", "S", "an upload not received in S seconds gets HTTP 408 (slow clients)")
     request_timeout_s: float = _limit(
-        300.0, float, "--request-timeout", "S", "a request not answered in S seconds gets HTTP 503")
+        300.0, float, "--request-timeout", "S", "a request still waiting after S seconds gets HTTP 503, one still dreaming is stopped: 400")
     max_clients: int = _limit(
         256, int, "--max-clients", "N", "requests being received or waited on at once; more wait in line")
 

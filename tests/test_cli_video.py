@@ -1,9 +1,11 @@
 """``fastdream zoom`` and ``fastdream video`` in-process on tiny crops (1 octave, 1 iteration)."""
 import os
+import pathlib
 
 import pytest
 import torch
 
+import fastdream
 from fastdream.image_io import load_image, sample_image_path, save_image
 from fastdream.video import VideoWriter, read_video
 
@@ -91,6 +93,19 @@ def test_never_over_the_input(capsys, image, tmp_path):
     make_clip(f"{source}/", frames=2)
     code, _, err = run(capsys, "video", source, "-o", f"{source}/frame_%06d.png", "--overwrite", *FAST)
     assert code == 1 and "would overwrite the input" in err
+
+
+@pytest.mark.parametrize("output", ["z.gif", "z.mp4", "frames/f_%04d.png"])
+def test_unwritable_or_missing_output_found_before_dreaming(capsys, image, tmp_path, monkeypatch, output):
+    def never(*args, **kwargs):
+        raise AssertionError("the Dreamer was built")
+
+    monkeypatch.setattr(fastdream, "Dreamer", never)
+    code, _, err = run(capsys, "zoom", image, "-o", tmp_path / "missing" / "deeper" / output, "--frames", "2", *FAST)
+    assert code == 1 and "parent folder of -o does not exist" in err and "missing" in err, err
+    locked = pathlib.Path("/proc")  # no file can be made there, whoever runs the tests (root included)
+    code, _, err = run(capsys, "zoom", image, "-o", locked / output, "--frames", "2", *FAST)
+    assert code == 1 and "cannot write to the output folder /proc" in err, err
 
 
 @pytest.mark.parametrize("args, fragment", [

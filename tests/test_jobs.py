@@ -51,16 +51,19 @@ def test_existing_outputs_refused_kept_or_replaced(folder, tmp_path, uri):
     assert (out / "a.png").read_bytes() == mine
 
 
-def test_resume_dreams_again_an_output_that_does_not_decode(folder, tmp_path):
+@pytest.mark.parametrize("uri", [False, True])
+def test_resume_dreams_again_an_output_that_does_not_decode(folder, tmp_path, uri):
     out = tmp_path / "out"
     out.mkdir()
     Image.effect_noise((40, 30), 50).convert("RGB").save(out / "a.png")
     data = (out / "a.png").read_bytes()
     (out / "a.png").write_bytes(data[: len(data) - 12])  # cut short: the end chunk missing
     Image.new("RGB", (4, 3)).save(out / "b.png")
-    plan = jobs.plan_folder(str(folder), str(out), resume=True)
-    assert [(j.dest.name, j.replace) for j in plan.jobs] == [("a.png", True)]
-    assert plan.redone == [str(out / "a.png")] and plan.skipped == [str(out / "b.png")]
+    name = (lambda path: path.as_uri()) if uri else str
+    plan = jobs.plan_folder(name(folder), name(out), resume=True)
+    assert [(pathlib.PurePosixPath(str(j.dest)).name, j.replace) for j in plan.jobs] == [("a.png", True)]
+    assert plan.redone == [name(out / "a.png")] and plan.skipped == [name(out / "b.png")]
+    assert (out / "a.png").read_bytes() == data[: len(data) - 12]  # nothing written by planning
 
 
 def test_plan_files_never_writes_an_input(folder):

@@ -30,7 +30,7 @@ from PIL import Image
 
 import fastdream
 from fastdream import cli
-from fastdream.serve import DreamModel, dream_batch, dream_requests
+from fastdream.serve import Deadline, DreamModel, dream_batch, dream_requests
 from fastdream.serve_requests import Limits, RequestError, check_pixels, parse_fields, split_body
 
 OPTIONS = {"octaves": 2, "iterations": 2}
@@ -65,13 +65,13 @@ def free_port() -> int:
 class Server:
     """``fastdream serve`` in a subprocess that imports this fastdream; ``url`` once it said ready."""
 
-    def __init__(self, folder: pathlib.Path):
+    def __init__(self, folder: pathlib.Path, limits: dict = LIMITS):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = dict(os.environ, PYTHONPATH=str(pathlib.Path(fastdream.__file__).parent.parent))
         command = [sys.executable, "-m", "fastdream", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                    "--octaves", "2", "--iterations", "2", "--max-batch-size", "4"]
-        command += [part for item in LIMITS.items() for part in item]
+        command += [part for item in limits.items() for part in item]
         if shutil.which("timeout"):  # stops by itself even if this test process dies
             command = ["timeout", "-s", "INT", "-k", str(STOP_S + 30), "900"] + command
         self.stderr_path = folder / "stderr.txt"
@@ -234,6 +234,38 @@ def test_ctrl_c_stops_quietly(server):
     assert server.stderr_path.read_text() == "stopping\n" and len(server.stdout) == 1
 
 
+def test_request_time_limit_and_client_limit(tmp_path):
+    """A second server (after the first stopped), ``--request-timeout 5 --max-clients 2``: a dream
+    asking far more than 5 s of work (800 steps, the last 100 at 400x400) is stopped at the limit
+    with a 400 naming it, and the replica answers the next request; two stalled uploads hold both
+    client slots, so a third request waits until ``--body-timeout`` (6 s) answers them 408."""
+    pytest.importorskip("ray")
+    running = Server(tmp_path, {"--request-timeout": "5", "--max-clients": "2", "--body-timeout": "6"})
+    stalled = []
+    try:
+        running.wait_ready(STARTUP_S)
+        status, _, text = post(running.url, png(400, 400), "?iterations=100&octaves=8&seed=0")
+        assert status == 400, text
+        assert "the dream ran past this server's request time limit of 5 s (--request-timeout)" in text.decode()
+        assert post(running.url, png(40, 48), "?iterations=1&octaves=1&seed=0")[0] == 200  # the replica is free
+        for _ in range(2):
+            client = socket.create_connection(("127.0.0.1", running.port), timeout=60)
+            client.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000\r\n\r\nabc")
+            stalled.append(client)
+        time.sleep(2.0)  # both reach the ingress and hold its two slots
+        start = time.monotonic()
+        with urllib.request.urlopen(running.url, timeout=60) as response:
+            assert json.load(response)["limits"]["max_clients"] == 2
+        assert time.monotonic() - start > 2.5  # it waited in line for a slot (freed ~4 s later)
+        for client in stalled:
+            assert client.recv(64).startswith(b"HTTP/1.1 408")
+    finally:
+        for client in stalled:
+            client.close()
+        running.stop()
+    assert running.process.returncode == 0
+
+
 # --- the command line: address errors before Ray starts ------------------------------------------
 
 
@@ -323,39 +355,64 @@ def test_pixel_limit_reads_only_the_header():
         Limits(max_iterations=0)
 
 
+def in_(seconds: float, limit: float = 60.0) -> Deadline:
+    return Deadline(time.time() + seconds, limit)
+
+
 def test_model_replica_answers_each_request():
     import asyncio
 
     model = DreamModel(OPTIONS)
     model._batched = lambda item: asyncio.to_thread(lambda: dream_batch([item])[0])  # serve.batch's part
     body = png(64, 80)
-    items = [(body, {}, 3, "png", time.time() + 60), (body, {"iterations": 1}, None, "jpeg", time.time() + 60),
-             (body, {}, None, "png", time.time() - 1),  # past its deadline: not dreamed
-             (b"junk", {}, None, "png", time.time() + 60), (png(8, 8), {}, None, "png", time.time() + 60)]
+    items = [(body, {}, 3, "png", in_(60)), (body, {"iterations": 1}, None, "jpeg", in_(60)),
+             (body, {}, None, "png", in_(-1, 7)),  # past its deadline: not dreamed
+             (b"junk", {}, None, "png", in_(60)), (png(8, 8), {}, None, "png", in_(60))]
     answers = [asyncio.run(model.dream(item)) for item in items]
     assert [a[0] for a in answers] == [200, 200, 503, 400, 400]
     assert torch.equal(decoded(answers[0][2]), fastdream.dream(decoded(body), seed=3, **OPTIONS))
     assert answers[1][1] == "image/jpeg" and "not a readable image" in answers[3][2]
+    assert "request time limit of 7 s (--request-timeout): try later" in answers[2][2]
     dreamer, image = model.checked(body, {})
-    assert dream_batch([(dreamer, image, None, time.time() - 1), (dreamer, image, 4, time.time() + 60)])[0] == (
-        False, "")
+    assert dream_batch([(dreamer, image, None, in_(-1)), (dreamer, image, 4, in_(60))])[0][0] == 503
+
+
+def test_a_dream_past_its_deadline_is_stopped_with_a_400(monkeypatch):
+    """A dream still running at the deadline stops at its next step (the replica is freed for
+    others) and its requests get a 400 naming the limit; dreams within it are the library's."""
+    dreamer = fastdream.Dreamer(octaves=2, iterations=50, min_size=16)
+    image = decoded(png(64, 80))
+    steps = []
+    real_time = time.time
+    clock = iter(range(10_000))  # each read of the clock one second later: step k ends at second ~k
+    monkeypatch.setattr(time, "time", lambda: real_time() + (steps.append(1) or next(clock)))
+    start = len(steps)
+    answers = dream_batch([(dreamer, image, None, Deadline(real_time() + 5.5, 5.5)),
+                           (dreamer, image, None, Deadline(real_time() + 6.5, 6.5))])
+    monkeypatch.setattr(time, "time", real_time)
+    assert [a[0] for a in answers] == [400, 400]  # one batch, stopped at the later deadline
+    assert "the dream ran past this server's request time limit of 6.5 s (--request-timeout)" in answers[0][1]
+    assert 5 <= len(steps) - start <= 10  # stopped after a few of its 100 steps, not at the end
+    ok = dream_requests([(dreamer, image, 2)], until=Deadline(real_time() + 600, 600))
+    assert ok[0][0] == 200 and torch.equal(ok[0][1], dreamer(image, seed=2))
 
 
 def test_batches_group_by_size_and_seed():
     dreamer = fastdream.Dreamer(**OPTIONS)
     a, b, c = (decoded(png(*size, i)) for i, size in enumerate([(64, 80), (64, 80), (72, 96)]))
     calls = []
-    original = dreamer.__call__
+    engine = type(dreamer._engine)
+    original = engine.dream
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(type(dreamer), "__call__", lambda self, x, **kw: calls.append(tuple(x.shape)) or original(x, **kw))
+        patch.setattr(engine, "dream", lambda self, x, *args: calls.append(tuple(x.shape)) or original(self, x, *args))
         results = dream_requests([(dreamer, a, None), (dreamer, c, None), (dreamer, b, None), (dreamer, a, 7)])
     assert calls == [(2, 3, 64, 80), (1, 3, 72, 96), (1, 3, 64, 80)]  # a+b together, c, the seeded a alone
-    assert all(ok for ok, _ in results)
+    assert [status for status, _ in results] == [200] * 4
     assert [r.shape for _, r in results] == [a.shape, c.shape, b.shape, a.shape]
     assert torch.equal(results[3][1], dreamer(a, seed=7))  # seeded: alone, the library's answer
     broken = dream_requests([(dreamer, torch.full((3, 64, 80), 2.0), None)])
-    assert broken == [(False, "dreaming failed: image values must lie in [0, 1] for float images, "
-                              "got [2, 2] (uint8 images take [0, 255]; clamp or rescale first)")]
+    assert broken == [(500, "dreaming failed: image values must lie in [0, 1] for float images, "
+                            "got [2, 2] (uint8 images take [0, 255]; clamp or rescale first)")]
 
 
 def test_ingress_bounds_the_wait_for_the_model():
