@@ -13,9 +13,9 @@ WINDOW = 4
 GPU_BATCH = 8
 """``dream_many``'s batch size on a GPU."""
 
-CPU_BATCH_PIXELS = 4 * 256 * 256
-"""``dream_many``'s batches on the CPU hold up to this many pixels: 8 images of 128², 4 of 256², 1
-of 512² (measured: docs/architecture.md, "Batches on the CPU"; ``benchmarks/cpu_batch.py``)."""
+CPU_BATCH_PIXELS = 8 * 256 * 256
+"""``dream_many``'s batches on the CPU hold up to this many pixels: 8 images of 256², 3 of 384², 2 of
+512², 1 from 725² (measured: docs/architecture.md, "Batches on the CPU"; ``benchmarks/cpu_batch.py``)."""
 
 
 def cpu_batch_size(height: int, width: int) -> int:

@@ -104,7 +104,7 @@ class Dreamer:
             images: an iterable of Tensor[3, H, W] (any mix of sizes, dtypes, devices). A generator
                 that decodes files is read ``batch_size × 4`` images ahead at most.
             batch_size: images per batch (>= 1). ``None``: 8 on a GPU; on the CPU as many as
-                ``fastdream.batching.CPU_BATCH_PIXELS`` holds (8 of 128², 4 of 256², 1 from 363²),
+                ``fastdream.batching.CPU_BATCH_PIXELS`` holds (8 of 256², 3 of 384², 2 of 512², 1 from 725²),
                 where batching pays for small images and not for large ones (docs/architecture.md,
                 "Batches on the CPU").
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: the Dreamer's
