@@ -2,7 +2,8 @@
 
 Starts a local Ray and the Serve app (``fastdream.serve.build_app``) on a free port of 127.0.0.1,
 sends ``--requests`` POSTs from ``--clients`` concurrent clients: images of two sizes, and in
-every 20 requests one body that is not an image (must get 400), one small PNG whose header
+every 20 requests one body that is not an image and one asking ``iterations=100000`` (both must
+get 400), one small PNG whose header
 declares 12000x12000 pixels and one upload over ``--max-upload-mb`` (both must get 413). All the
 while ``--slow-clients`` connections send headers and 3 bytes of their body and stall (each must
 get 408 after ``--body-timeout``, then reconnects and stalls again). Stops by itself after
@@ -104,7 +105,7 @@ def run_phase(url: str, port: int, bodies, clients: int, slow_clients: int, body
         time.sleep(1.0)  # the stalled uploads are in before the load starts
     pool = concurrent.futures.ThreadPoolExecutor(clients)
     begin = time.perf_counter()
-    futures = [pool.submit(post, url, body, timeout) for body in bodies]
+    futures = [pool.submit(post, url + query, body, timeout) for body, query in bodies]
     done, pending = concurrent.futures.wait(futures, timeout=timeout)
     wall = time.perf_counter() - begin
     for future in pending:
@@ -191,14 +192,15 @@ def main(argv=None) -> int:
         serve.run(build_app(options, limits=limits, max_batch_size=args.max_batch_size), name="fastdream",
                   route_prefix="/")
         startup = time.perf_counter() - started
-        hostile = {19: (b"not an image", 400), 9: (png_declaring(12000, 12000), 413),
-                   14: (bytes(int(args.max_upload_mb * 2**20) + 1), 413)}
+        hostile = {19: (b"not an image", "", 400), 9: (png_declaring(12000, 12000), "", 413),
+                   14: (bytes(int(args.max_upload_mb * 2**20) + 1), "", 413),
+                   4: (None, "?iterations=100000", 400)}  # more work than --max-iterations allows
         bodies, expected = [], []
         for i in range(args.requests):
-            body, status = hostile.get(i % 20, (None, 200))
-            bodies.append(png(*sizes[i % len(sizes)], i) if body is None else body)
+            body, query, status = hostile.get(i % 20, (None, "", 200))
+            bodies.append((png(*sizes[i % len(sizes)], i) if body is None else body, query))
             expected.append(status)
-        for body in bodies[: len(sizes)]:  # warm-up: the model's first call per size
+        for body, _ in bodies[: len(sizes)]:  # warm-up: the model's first call per size
             post(url, body, 120)
 
         phases = []
@@ -224,6 +226,7 @@ def main(argv=None) -> int:
         "config": {
             "requests": args.requests, "clients": args.clients, "sizes_hw": sizes, "options": options,
             "max_batch_size": args.max_batch_size, "bad_requests": expected.count(400),
+            "over_the_work_limit_requests": sum(1 for _, query in bodies if query),
             "oversized_requests": expected.count(413), "slow_clients": args.slow_clients,
             "body_timeout_s": args.body_timeout, "max_upload_mb": args.max_upload_mb, "max_megapixels": 1.0,
             "replicas": 1,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from typing import Iterable, Iterator
 
@@ -36,8 +37,23 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
                 return
         put(done)
 
-    thread = threading.Thread(target=work, name="fastdream-prefetch", daemon=True)
+    torch = sys.modules.get("torch")
+    ready = threading.Event()
+
+    def start():
+        if torch is not None:
+            # One torch thread here: a second live thread with a parallel (OpenMP) pool of its
+            # own slows every parallel op of the dreaming thread (dream_many 1.3x slower on 2 cores).
+            torch.set_num_threads(1)
+        ready.set()
+        work()
+
+    threads = torch.get_num_threads() if torch is not None else None
+    thread = threading.Thread(target=start, name="fastdream-prefetch", daemon=True)
     thread.start()
+    if torch is not None:
+        ready.wait()
+        torch.set_num_threads(threads)  # the process-wide default that new threads start from, as it was
     try:
         while True:
             item = q.get()

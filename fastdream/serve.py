@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -129,6 +130,27 @@ def _over_time(timeout: float) -> str:
             "ask fewer iterations, octaves or pixels")
 
 
+_COMPUTE: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_COMPUTE_LOCK = threading.Lock()
+
+
+def _compute() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread of this process that runs torch (decoding, checks, dreams, encoding).
+
+    Every thread that runs torch's parallel ops keeps an OpenMP pool of its own, and while two
+    are alive all parallel work is slower (a dream 1.6-2.4x slower on 2 cores, measured here):
+    ``asyncio.to_thread``'s pool would spread a replica's work over several such threads."""
+    global _COMPUTE
+    with _COMPUTE_LOCK:
+        if _COMPUTE is None:
+            _COMPUTE = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fastdream-compute")
+        return _COMPUTE
+
+
+async def _on_compute(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(_compute(), fn, *args)
+
+
 class DreamModel:
     """The model deployment: one replica. ``options``: ``Dreamer(**options)`` (checked once at
     start-up); ``threads``: torch threads on CPUs (``None``: leave Ray's)."""
@@ -138,7 +160,7 @@ class DreamModel:
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
         self._lock = threading.Lock()
-        self._dreamer({})  # the server's own options are checked (and the model loaded) now
+        _compute().submit(self._dreamer, {}).result()  # the server's own options checked, the model loaded, now
 
     def _dreamer(self, overrides: dict):
         from .dreamer import Dreamer
@@ -156,19 +178,19 @@ class DreamModel:
     async def dream(self, item: tuple) -> Tuple[int, str, object]:
         """``(image bytes, overrides, seed, format, Deadline)`` -> ``(status, content type, body)``.
 
-        Decoded and checked (400 with the library's message) and encoded on threads of their own,
-        so that they overlap the dreaming of other requests; dreamed in a batch (``_batched``): 503
+        Decoded and checked (400 with the library's message), dreamed in a batch (``_batched``)
+        and encoded on the process's one torch thread (``_compute``), between batches: 503
         when still waiting at the deadline (not dreamed: the server is busy), 400 when its dream ran
         past it (stopped: the work asked is too much), 500 when the dream failed."""
         data, overrides, seed, fmt, deadline = item
         try:
-            dreamer, image = await asyncio.to_thread(self.checked, data, overrides)
+            dreamer, image = await _on_compute(self.checked, data, overrides)
         except (ValueError, TypeError, OSError) as exc:
             return 400, _TEXT, one_line(exc)
         status, result = await self._batched((dreamer, image, seed, deadline))
         if status != 200:
             return status, _TEXT, result
-        return 200, FORMATS[fmt], await asyncio.to_thread(encode, result, fmt)
+        return 200, FORMATS[fmt], await _on_compute(encode, result, fmt)
 
     def checked(self, data: bytes, overrides: dict):
         """``(Dreamer, uint8 Tensor[3, H, W])`` for an upload; ValueError/TypeError/OSError
@@ -181,7 +203,7 @@ class DreamModel:
 
     async def _batched(self, items: List[tuple]) -> List[tuple]:
         # wrapped by serve.batch in build_app (Ray imported only there); one batch at a time
-        return await asyncio.to_thread(dream_batch, items)
+        return await _on_compute(dream_batch, items)
 
 
 class Deadline(NamedTuple):

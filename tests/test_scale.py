@@ -210,10 +210,33 @@ def test_dream_many_prefetch_off_is_the_same_and_input_untouched():
     d = fastdream.Dreamer(**FAST)
     images = [_rand(3, 40, 40, seed=i) for i in range(5)]
     before = [img.clone() for img in images]
-    a = list(d.dream_many(iter(images), batch_size=2, seed=0))
+    a = list(d.dream_many(iter(images), batch_size=2, seed=0, prefetch=True))
     b = list(d.dream_many(images, batch_size=2, seed=0, prefetch=False))
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert all(torch.equal(x, y) for x, y in zip(images, before))
+
+
+def test_prefetch_reads_with_one_torch_thread_and_only_for_a_gpu():
+    """The reader thread computes with one torch thread (a second parallel pool slows the
+    dreaming thread's); the caller's thread count stays; by default it reads ahead only for a GPU."""
+    import threading
+
+    d = fastdream.Dreamer(**FAST)
+    seen = []
+
+    def decode():
+        for i in range(3):
+            seen.append((threading.current_thread().name, torch.get_num_threads()))
+            yield _rand(3, 40, 40, seed=i)
+
+    threads = torch.get_num_threads()
+    list(d.dream_many(decode(), seed=0, prefetch=True))
+    assert seen == [("fastdream-prefetch", 1)] * 3 and torch.get_num_threads() == threads
+    seen.clear()
+    list(d.dream_many(decode(), seed=0))  # a CPU Dreamer: read on the caller's thread
+    assert seen == [(threading.current_thread().name, threads)] * 3
+    with pytest.raises(TypeError, match="prefetch must be a bool, got str"):
+        list(d.dream_many(decode(), prefetch="yes"))
 
 
 def test_dream_many_reports_bad_items_in_place():
