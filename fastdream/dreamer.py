@@ -113,7 +113,7 @@ class Dreamer:
             prefetch: read the next images on a worker thread while the current batch dreams.
                 ``None``: where the Dreamer's ``device`` is a GPU. On the CPU the dreaming already
                 keeps every core busy, and a reader thread decoding beside it made ``dream_many``
-                1.3× slower (2 cores, 384² PNGs; docs/architecture.md, "Threads and torch").
+                1.3× slower (2 cores, 384² PNGs; docs/architecture.md, "One torch thread per process").
             errors: ``"raise"`` stops at the first bad image; ``"return"`` yields the exception in
                 its place and goes on (an app dreaming a folder wants that).
         """
