@@ -18,7 +18,7 @@ from ._convert import to_dtype_like, to_float01
 from .dream_cache import DreamerCache
 from .engine import Engine
 from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
-from .prefetch import prefetched
+from .prefetch import items_or_errors, prefetched
 from .progress import progress_bar
 
 __all__ = ["DEFAULT_STEP_SIZE", "Dreamer", "dream"]
@@ -125,7 +125,7 @@ class Dreamer:
             prefetch = self.options.device is not None and self.options.device.type == "cuda"
         prefetch = check_bool("prefetch", prefetch)
         seed, progress = self._engine.call_defaults(seed, progress)
-        source = prefetched(images, window_size // 2) if prefetch else iter(images)
+        source = prefetched(images, window_size // 2) if prefetch else items_or_errors(images)
         counter = itertools.count()
         with progress_bar(progress, "images", "img") as bar:
             while True:

@@ -1,10 +1,25 @@
-"""Reading an iterable ahead on a worker thread (decode the next images while a batch dreams)."""
+"""Reading an iterable ahead on a worker thread (decode the next images while a batch dreams), or
+in place, a read error handed over as an item either way."""
 from __future__ import annotations
 
 import queue
 import sys
 import threading
 from typing import Iterable, Iterator
+
+
+def items_or_errors(items: Iterable) -> Iterator:
+    """``items`` with an exception raised while reading one handed over in its place (the
+    consumer decides), on the caller's thread."""
+    iterator = iter(items)
+    while True:
+        try:
+            item = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - handed over in the item's place
+            item = exc
+        yield item
 
 
 def prefetched(items: Iterable, depth: int) -> Iterator:
@@ -25,14 +40,7 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
         return False
 
     def work():
-        iterator = iter(items)
-        while True:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:  # noqa: BLE001 - handed over in the item's place
-                item = exc
+        for item in items_or_errors(items):
             if not put(item):
                 return
         put(done)

@@ -263,8 +263,9 @@ def test_dream_many_hands_over_a_reader_error():
         yield _rand(3, 40, 40)
         raise OSError("cannot read broken.png")
 
-    outs = list(d.dream_many(decode(), errors="return"))
-    assert isinstance(outs[0], torch.Tensor) and isinstance(outs[1], OSError)
+    for prefetch in (True, False):  # read on a worker thread or in place: the same
+        outs = list(d.dream_many(decode(), errors="return", prefetch=prefetch))
+        assert isinstance(outs[0], torch.Tensor) and isinstance(outs[1], OSError)
 
 
 @pytest.mark.parametrize("kwargs,exc,match", [
