@@ -183,14 +183,13 @@ def run_case(case: str, build: Callable[[], nn.Module], layer: str, builtin_name
         tables = [shift_table(iterations, 1, builtin.jitter, gen) for _ in sizes]
         return dream_reference(image, lambda v: tap((v - mean) / std), objective, sizes, tables, builtin.step_size)
 
-    prepared = builtin._engine.prepare(device)
     inputs = [torch.rand(1, 3, h, w, device=device) for h, w in sizes]
 
     def floor():
         for x in inputs:
             for _ in range(iterations):
                 x_in = x.detach().requires_grad_(True)
-                torch.autograd.grad(builtin._engine.objective(prepared.features(x_in)), x_in)
+                torch.autograd.grad(builtin.loss(x_in), x_in)
 
     runs = {"eager": eager, "user": lambda: user(image, seed=0), "builtin": lambda: builtin(image, seed=0),
             "floor": floor}
@@ -208,7 +207,7 @@ def run_case(case: str, build: Callable[[], nn.Module], layer: str, builtin_name
     result: Dict[str, object] = {
         "case": case, "user_layer": layer, "builtin": builtin_name, "builtin_layer": builtin_layer, "size": size,
         "batch": 1, "octaves": octaves, "iterations": iterations, "precision": "float32", "repeats": repeats,
-        "capture": capture_path(user._engine.prepare(device).model),
+        "capture": capture_path(user.prepared_model(device)),
         "load_1min_before": round(load_before, 2), "load_1min_after": round(_load(), 2),
     }
     for key, values in times.items():

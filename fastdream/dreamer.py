@@ -17,7 +17,8 @@ from .batching import GPU_BATCH, WINDOW, cpu_batch_size, seed_for, window_batche
 from ._convert import to_dtype_like, to_float01
 from .dream_cache import DreamerCache
 from .engine import Engine
-from .options import DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_int, check_real
+from .options import (DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_device, check_int,
+                      check_real)
 from .prefetch import items_or_errors, prefetched
 from .progress import progress_bar
 
@@ -243,6 +244,29 @@ class Dreamer:
                 if bar is not None:
                     bar(1)
                 yield out if frame.dim() == 4 else out.squeeze(0)
+
+    def loss(self, x: torch.Tensor) -> torch.Tensor:
+        """What each iteration ascends, for float ``x``: Tensor[B, 3, h, w] in image space ([0, 1],
+        not normalised), dreamed on the Dreamer's ``device`` (else ``x``'s): the prepared model's
+        forward (:meth:`prepared_model`, the normalisation included) and the options' objective, a
+        scalar differentiable with respect to ``x``. For objectives that depend on a call's image
+        (``guide``, ``channel_mode="top"``), their part that does not. For measuring (the
+        benchmarks' floor is ``torch.autograd.grad(dreamer.loss(x), x)``) and inspecting."""
+        if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
+            what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"loss: x must be a float Tensor[B, 3, H, W], got {what}")
+        device = self._engine.device_for(x)
+        prepared = self._engine.prepare(device)
+        return self._engine.objective(prepared.features(x.to(device)))
+
+    def prepared_model(self, device=None) -> torch.nn.Module:
+        """The model as it is dreamed with on ``device`` (default: the Dreamer's, else the CPU):
+        traced, truncated after the deepest layer, BatchNorm folded, channels_last, in the
+        precision's dtype (docs/architecture.md, "Models"); Tensor[B, 3, h, w] normalised → the
+        dreamed layers' outputs (read them with ``fastdream.models.LayerTap``). Made once per
+        device and kept; it shares the model's parameters (a module of yours is never modified)."""
+        device = check_device("device", device) or self.options.device or torch.device("cpu")
+        return self._engine.prepare(self._engine.device_for(torch.empty(0, device=device))).model
 
     def check(self, image: torch.Tensor) -> None:
         """Raise the ``TypeError``/``ValueError`` that dreaming ``image`` would raise for the image

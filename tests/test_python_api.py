@@ -203,3 +203,34 @@ def test_a_module_trained_in_place_is_prepared_again():
     after = fastdream.dream(image, model=module, layers="2", **FAST)
     fresh = fastdream.Dreamer(module, "2", **FAST)(image)
     assert not torch.equal(before, after) and torch.equal(after, fresh)
+
+
+# ------------------------------------------------------------------------ loss and prepared model
+
+
+def test_loss_is_what_an_iteration_ascends():
+    """One iteration without jitter or octaves is the normalised step along ``grad(loss(x), x)``."""
+    d = fastdream.Dreamer(_module(), "2", octaves=1, iterations=1, jitter=0, step_size=0.02, seed=0)
+    x = _image(3, (29, 31)).unsqueeze(0)
+    x_in = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(d.loss(x_in), x_in)
+    expected = (x + 0.02 * g / g.abs().mean()).clamp(0, 1)
+    torch.testing.assert_close(d(x), expected, rtol=1e-5, atol=1e-6)
+    assert d.prepared_model() is d.prepared_model("cpu") is d.prepared_model(torch.device("cpu"))
+    ours = {p.data_ptr() for p in d.model.parameters()}  # no BatchNorm to fold: every tensor shared
+    assert {p.data_ptr() for p in d.prepared_model().parameters()} == ours
+
+
+@pytest.mark.parametrize("x, error, match", [
+    (torch.rand(3, 20, 20), TypeError, r"x must be a float Tensor\[B, 3, H, W\], got a torch.float32 tensor of shape \(3, 20, 20\)"),
+    (torch.zeros(1, 3, 20, 20, dtype=torch.uint8), TypeError, "got a torch.uint8 tensor"),
+    ("x", TypeError, "got str"),
+])
+def test_loss_refuses_what_is_not_an_image_batch(x, error, match):
+    with pytest.raises(error, match=match):
+        fastdream.Dreamer(_module(), "2").loss(x)
+
+
+def test_prepared_model_names_a_bad_device():
+    with pytest.raises(TypeError, match="device must be None, a str"):
+        fastdream.Dreamer(_module(), "2").prepared_model(3)
