@@ -197,6 +197,22 @@ def test_shape_graphs_share_their_tapped_modules_and_parameters():
     assert len(convs) == 1 and len(next(iter(convs))) == 2
 
 
+def test_shape_graphs_keep_the_most_recent_shapes(monkeypatch):
+    """Past ``MAX_SHAPES`` the least recently used shape's graph goes; a shape seen again is traced
+    again and computes what it computed (a tiled dream's windows come in dozens of shapes)."""
+    monkeypatch.setattr(ShapeGraphs, "MAX_SHAPES", 2)
+    model = _randomised(ShapeBranchNet())
+    prepared = prepare_for_dreaming(model, ["stages.1"])
+    tap = LayerTap(prepared, ["stages.1"])
+    inputs = {w: torch.rand(1, 3, 16, w, generator=torch.Generator().manual_seed(w)) for w in (16, 17, 18)}
+    first = {w: tap(x)["stages.1"] for w, x in inputs.items()}
+    assert [key[0][-1] for key in prepared.graphs] == [17, 18]
+    tap(inputs[17])  # used: the most recent now
+    again = tap(inputs[16])["stages.1"]
+    assert [key[0][-1] for key in prepared.graphs] == [17, 16]
+    assert torch.equal(again, first[16])
+
+
 def test_value_branches_run_the_modules_forward_on_prepared_blocks():
     model = _randomised(ValueBranchNet()).double()
     before = _snapshot(model)
