@@ -70,7 +70,7 @@ class Dreamer:
         image: Optional[torch.Tensor],
         *,
         seed: Optional[int] = None,
-        progress: Optional[bool] = None,
+        progress=None,
         size: Optional[tuple] = None,
     ) -> torch.Tensor:
         """Dream ``image``: Tensor[3, H, W] or [B, 3, H, W] (1 channel: dreamed as grey), uint8 in
@@ -79,6 +79,10 @@ class Dreamer:
 
         ``image=None`` with ``size=(H, W)``: dream from the Dreamer's ``init`` (noise by default);
         returns float32 Tensor[3, H, W] on the Dreamer's device (CPU if none was given).
+
+        ``progress``: ``True`` for a tqdm bar over the steps (octaves × iterations), or a callable,
+        called as ``progress(n)`` after each step with the steps done since its last call (on the
+        host, no device sync); an exception it raises stops the dream and is raised as it is.
         """
         if image is not None:
             check_image(image)
@@ -110,7 +114,8 @@ class Dreamer:
                 "Batches on the CPU").
             seed: base seed; batch ``k`` of the run uses ``seed + k`` (``None``: the Dreamer's
                 ``seed``, or fresh randomness where it has none).
-            progress: a bar over images (images/s); default: the Dreamer's ``progress``.
+            progress: a bar over images (images/s), or a callable given the images done; default:
+                the Dreamer's ``progress``.
             prefetch: read the next images on a worker thread while the current batch dreams.
                 ``None``: where the Dreamer's ``device`` is a GPU. On the CPU the dreaming already
                 keeps every core busy, and a reader thread decoding beside it made ``dream_many``

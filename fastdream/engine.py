@@ -232,7 +232,10 @@ class Engine:
         """A call's ``seed`` and ``progress``, resolved once per public call: a given one checked,
         ``None`` the options' (a fresh random seed where the options have none either)."""
         seed = self.options.seed if seed is None else check_seed("seed", seed)
-        progress = self.options.progress if progress is None else check_bool("progress", progress)
+        if progress is None:
+            progress = self.options.progress
+        elif not callable(progress):
+            progress = check_bool("progress", progress, "a bool or a callable")
         return (secrets.randbits(63) if seed is None else seed), progress
 
     def dream(self, image: Optional[torch.Tensor], seed: int, progress: bool, size=None) -> torch.Tensor:

@@ -130,9 +130,9 @@ def check_real(name: str, value, *, greater_than: Optional[float] = None, at_lea
     return float(value)
 
 
-def check_bool(name: str, value) -> bool:
+def check_bool(name: str, value, expected: str = "a bool") -> bool:
     if not isinstance(value, bool):
-        raise OptionTypeError("{0} must be a bool, got {got}", name, got=type_name(value))
+        raise OptionTypeError("{0} must be " + expected + ", got {got}", name, got=type_name(value))
     return value
 
 

@@ -8,9 +8,10 @@ from typing import Optional
 @contextlib.contextmanager
 def progress_bar(enabled, desc: str, unit: str, total: Optional[int] = None, leave: bool = True):
     """A tqdm bar's ``update`` while the block runs (``None`` when not ``enabled``). ``enabled`` may
-    be a callable instead, called with no argument after each step (the server's deadline check)."""
+    be a callable of the caller's instead: called as ``enabled(n)`` with the units done since its
+    last call (an exception it raises stops the call: a cancel button, a deadline)."""
     if callable(enabled):
-        yield enabled
+        yield lambda n=1: enabled(n)
         return
     if not enabled:
         yield None

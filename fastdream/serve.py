@@ -232,9 +232,7 @@ def dream_requests(items: List[tuple], until: Optional[Deadline] = None) -> List
     that failed is a 500."""
     import torch
 
-    from ._checks import check_image
-
-    def on_step():  # after each step, on the host: no device sync
+    def on_step(steps: int):  # after each step, on the host: no device sync
         if time.time() > until.at:
             raise _PastDeadline
 
@@ -243,11 +241,8 @@ def dream_requests(items: List[tuple], until: Optional[Deadline] = None) -> List
     results: List[Optional[tuple]] = [None] * len(items)
     for indices in window_batches(keys, max(1, len(items))):
         dreamer, _, seed = items[indices[0]]
-        engine = dreamer._engine  # the call of Dreamer.__call__ on a checked image, with a step hook
         try:
-            batch = check_image(torch.stack([items[i][1] for i in indices]))
-            seed, progress = engine.call_defaults(seed, False)
-            out = engine.dream(batch, seed, on_step if until else progress)
+            out = dreamer(torch.stack([items[i][1] for i in indices]), seed=seed, progress=on_step if until else False)
         except _PastDeadline:
             for i in indices:
                 results[i] = (400, _over_time(until.limit_s))

@@ -234,3 +234,32 @@ def test_loss_refuses_what_is_not_an_image_batch(x, error, match):
 def test_prepared_model_names_a_bad_device():
     with pytest.raises(TypeError, match="device must be None, a str"):
         fastdream.Dreamer(_module(), "2").prepared_model(3)
+
+
+# ------------------------------------------------------------------------------ progress callable
+
+
+def test_progress_callable_counts_steps_and_can_stop_a_dream():
+    d = fastdream.Dreamer(_module(), "2", **FAST)
+    image = _image(4)
+    steps = []
+    out = d(image, progress=steps.append)
+    assert steps == [1] * (FAST["octaves"] * FAST["iterations"])
+    assert torch.equal(out, d(image))  # a callable changes nothing of the dream
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(n, seen=[]):
+        seen.append(n)
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        d(image, progress=stop_after_two)
+    assert torch.equal(d(image), out)  # the Dreamer is as it was
+    images = []
+    list(d.dream_many([image, image, _image(5)], batch_size=2, progress=images.append))
+    assert sum(images) == 3
+    with pytest.raises(TypeError, match="progress must be a bool or a callable, got str"):
+        d(image, progress="yes")

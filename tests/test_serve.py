@@ -401,10 +401,9 @@ def test_batches_group_by_size_and_seed():
     dreamer = fastdream.Dreamer(**OPTIONS)
     a, b, c = (decoded(png(*size, i)) for i, size in enumerate([(64, 80), (64, 80), (72, 96)]))
     calls = []
-    engine = type(dreamer._engine)
-    original = engine.dream
+    original = dreamer.__call__
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(engine, "dream", lambda self, x, *args: calls.append(tuple(x.shape)) or original(self, x, *args))
+        patch.setattr(type(dreamer), "__call__", lambda self, x, **kw: calls.append(tuple(x.shape)) or original(x, **kw))
         results = dream_requests([(dreamer, a, None), (dreamer, c, None), (dreamer, b, None), (dreamer, a, 7)])
     assert calls == [(2, 3, 64, 80), (1, 3, 72, 96), (1, 3, 64, 80)]  # a+b together, c, the seeded a alone
     assert [status for status, _ in results] == [200] * 4
