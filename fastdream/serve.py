@@ -267,7 +267,8 @@ def build_app(
 ):
     """The Serve application: ``serve.run(build_app(options), route_prefix="/")``.
 
-    The ingress takes up to ``limits.max_clients`` requests at once and reserves no CPU. The model:
+    The ingress takes up to ``limits.max_clients`` requests at once (``limits.max_waiting`` more wait in
+    line at Serve's proxy; past that, 503) and reserves no CPU. The model:
     one replica per GPU of the connected cluster (``num_gpus=1`` each), else one CPU replica with
     this process's torch threads (its results are then the library's on this machine, byte for
     byte); ``max_batch_size`` requests are batched at most, waiting ``batch_wait_timeout_s`` for a
@@ -299,6 +300,7 @@ def build_app(
         name="fastdream",
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=limits.max_clients,
+        max_queued_requests=limits.max_waiting,  # past it, Serve's proxy answers 503 at once
         **STOP_QUICKLY,
     )
     return ingress.bind(model_app, options, limits)

@@ -61,6 +61,8 @@ class Limits:
         300.0, float, "--request-timeout", "S", "a request still waiting after S seconds gets HTTP 503, one still dreaming is stopped: 400")
     max_clients: int = _limit(
         256, int, "--max-clients", "N", "requests being received or waited on at once; more wait in line")
+    max_waiting: int = _limit(
+        1024, int, "--max-waiting", "N", "requests waiting in line for one of the --max-clients; more get HTTP 503 at once")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
