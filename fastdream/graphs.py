@@ -209,7 +209,7 @@ class GraphStepper(Stepper):
         a cast cached during capture would live in the pool and be freed behind the graph).
 
         ``capture_error_mode="thread_local"``: in the default "global" mode a blocking CUDA call of
-        any other thread during the capture (the server's encode thread, ``dream_many``'s read-ahead
+        any other thread during the capture (a thread of the caller's, ``dream_many``'s read-ahead
         building CUDA tensors: a cudaMalloc, a sync) fails it; only this thread's calls must be
         capture-safe, and the iteration's are."""
         if self.cache.pool is None:
