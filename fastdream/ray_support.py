@@ -49,6 +49,8 @@ def init_ray(address: Optional[str] = None, **kwargs):
     ray = require_ray()
     import fastdream
 
+    # The token-authentication notice of every start is Ray's business (its logs), not the user's.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ship = tempfile.mkdtemp(prefix="fastdream-ray-")
     try:
         shutil.copytree(os.path.dirname(os.path.abspath(fastdream.__file__)), os.path.join(ship, "fastdream"),

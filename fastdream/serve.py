@@ -351,10 +351,9 @@ def _wait_until_served(url: str, timeout: float = 120.0) -> bool:
 
 def _quiet_ray_loggers() -> None:
     """The driver's copies of Ray's start-up lines ("Started Serve", "Connecting to existing Serve
-    app", the token-authentication notice) are not printed: the terminal gets "ready at URL" and
-    errors; Serve's own log files (``/tmp/ray/session_latest/logs/serve``) keep theirs."""
-    for name in ("ray.serve", "ray._private.authentication.authentication_token_setup"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    app"; the token-authentication notice: ``init_ray``) are not printed: the terminal gets "ready
+    at URL" and errors; Serve's own log files (``/tmp/ray/session_latest/logs/serve``) keep theirs."""
+    logging.getLogger("ray.serve").setLevel(logging.ERROR)
 
 
 def serve_forever(args, options: dict) -> int:
