@@ -39,7 +39,9 @@ def _key_of(value) -> Hashable:
     if isinstance(value, torch.device):
         return ("device", str(value))
     if isinstance(value, torch.Tensor):
-        return ("tensor", id(value), value._version)
+        # An inference tensor has no version counter, and cannot be changed in place outside
+        # inference mode anyway.
+        return ("tensor", id(value), None if value.is_inference() else value._version)
     return ("object", id(value))
 
 

@@ -52,6 +52,7 @@ def prefetched(items: Iterable, depth: int) -> Iterator:
         if torch is not None:
             # One torch thread here: a second live thread with a parallel (OpenMP) pool of its
             # own slows every parallel op of the dreaming thread (dream_many 1.3x slower on 2 cores).
+            torch.get_num_threads()  # this thread's lazy init now, or it would re-read the restored default
             torch.set_num_threads(1)
         ready.set()
         work()

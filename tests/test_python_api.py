@@ -194,6 +194,38 @@ def test_the_cache_keeps_no_module_of_yours_alive():
     assert ref() is None  # neither DREAMERS nor the prepared graphs held it
 
 
+class ShapeBranches(nn.Module):
+    """fx cannot trace it (a branch on the input's width): prepared as a graph per input shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        if x.shape[-1] % 2:
+            x = x.flip(-1)
+        return self.conv(x)
+
+
+def test_the_cache_keeps_no_untraceable_module_of_yours_alive():
+    module = ShapeBranches()
+    fastdream.dream(_image(), model=module, layers="conv", **FAST)
+    assert len(dream_cache.PREPARED_GRAPHS) >= 1
+    ref = weakref.ref(module)
+    del module
+    gc.collect()
+    assert ref() is None  # its graphs per shape hold it weakly
+
+
+def test_dream_takes_an_inference_tensor_as_guide():
+    with torch.inference_mode():
+        guide = _image(9, (40, 44))
+    image = _image(0, (40, 44))
+    options = dict(FAST, octaves=1, min_size=32)  # the default (built-in, cached) model
+    out = fastdream.dream(image, guide=guide, **options)
+    assert torch.equal(out, fastdream.Dreamer(guide=guide.clone(), **options)(image))
+
+
 def test_a_module_trained_in_place_is_prepared_again():
     module = _module()
     image = _image()

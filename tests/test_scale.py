@@ -226,8 +226,10 @@ def test_prefetch_reads_with_one_torch_thread_and_only_for_a_gpu():
 
     def decode():
         for i in range(3):
+            image = _rand(3, 40, 40, seed=i)
+            image.add(1).sum()  # a parallel op of this thread first (its lazy OpenMP init)
             seen.append((threading.current_thread().name, torch.get_num_threads()))
-            yield _rand(3, 40, 40, seed=i)
+            yield image
 
     threads = torch.get_num_threads()
     list(d.dream_many(decode(), seed=0, prefetch=True))

@@ -206,11 +206,19 @@ class ShapeGraphs(nn.Module):
     def __init__(self, module: nn.Module, taps: List[str], why_not_symbolic: str):
         super().__init__()
         # Plain attributes, not submodules: only the taps are named (and hooked) here.
-        self.__dict__.update(source=module, eager=None, graphs=OrderedDict(), cache={})
+        # The module weakly: a memo of this prepared module (fastdream.dream_cache) must not keep it alive.
+        self.__dict__.update(_source=weakref.ref(module), eager=None, graphs=OrderedDict(), cache={})
         self.taps = taps
         self.why_not_symbolic = why_not_symbolic
         for tap in _outermost(taps):
             _set_submodule(self, tap, _tap_module(module, tap, taps, self.cache, "", structured=True))
+
+    @property
+    def source(self) -> nn.Module:
+        module = self._source()
+        if module is None:  # only a memo held this; nothing can call it any more
+            raise ReferenceError("the module these graphs were prepared from is gone")
+        return module
 
     def parameters(self, recurse: bool = True):
         return self.source.parameters(recurse)
