@@ -47,7 +47,7 @@ import urllib.error
 import urllib.request
 from typing import List, NamedTuple, Optional, Tuple
 
-from .batching import window_batches
+from .batching import cpu_batch_size, window_batches
 from .jobs import UsageError, build_dreamer, decode_limited, one_line
 from .ray_support import actor_dreamer_options, actor_resources, connect, require_ray
 from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, parse_fields, read_body, split_body
@@ -159,7 +159,6 @@ class DreamModel:
         self.options = actor_dreamer_options(options, threads)  # the replica's GPU where it has one
         self.max_side = max_side
         self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
-        self._lock = threading.Lock()
         _compute().submit(self._dreamer, {}).result()  # the server's own options checked, the model loaded, now
 
     def _dreamer(self, overrides: dict):
@@ -195,8 +194,7 @@ class DreamModel:
     def checked(self, data: bytes, overrides: dict):
         """``(Dreamer, uint8 Tensor[3, H, W])`` for an upload; ValueError/TypeError/OSError
         (the library's) for an image or options it refuses."""
-        with self._lock:  # requests are checked on several threads
-            dreamer = self._dreamer(overrides)
+        dreamer = self._dreamer(overrides)  # on the one compute thread, as every call here
         image = decode_limited(data, "upload", self.max_side)
         dreamer.check(image)
         return dreamer, image
@@ -214,32 +212,46 @@ class Deadline(NamedTuple):
 
 
 def dream_batch(items: List[tuple]) -> List[tuple]:
-    """``[(dreamer, image, seed, Deadline)]`` -> ``[(200, image) | (status, message)]``: those past
-    their deadline are not dreamed (503), the others as :func:`dream_requests`, stopped at the
-    latest of their deadlines (400 naming the limit)."""
-    now = time.time()
-    late = [now > deadline.at for *_, deadline in items]
-    due = [item for item, skip in zip(items, late) if not skip]
-    until = max((deadline for *_, deadline in due), default=None)
-    dreamed = iter(dream_requests([item[:3] for item in due], until))
-    return [(503, _late(deadline.limit_s)) if skip else next(dreamed) for skip, (*_, deadline) in zip(late, items)]
+    """``[(dreamer, image, seed, Deadline)]`` -> ``[(200, image) | (status, message)]``, as
+    :func:`dream_requests` with each request's deadline."""
+    return dream_requests([item[:3] for item in items], [item[3] for item in items])
 
 
-def dream_requests(items: List[tuple], until: Optional[Deadline] = None) -> List[tuple]:
+def dream_requests(items: List[tuple], deadlines: Optional[List[Deadline]] = None) -> List[tuple]:
     """``[(dreamer, uint8 Tensor[3, H, W], seed)]`` -> ``[(200, image) | (status, message)]``:
-    unseeded requests with the same Dreamer and size dreamed as one batch (``batching``'s cut),
-    seeded ones alone; a dream still running at ``until`` is stopped (400 naming the limit), one
-    that failed is a 500."""
+    unseeded requests with the same Dreamer and size dreamed as one batch (``batching``'s cut; on
+    the CPU at most ``cpu_batch_size`` images), seeded ones alone, one batch after another. With
+    ``deadlines``: a request already past its deadline when its batch comes is not dreamed (503),
+    and a batch still running at the latest deadline of its requests is stopped (400 naming the
+    limit); a dream that failed is a 500."""
     import torch
 
-    def on_step(steps: int):  # after each step, on the host: no device sync
-        if time.time() > until.at:
-            raise _PastDeadline
+    def batch_size(key) -> int:
+        if key[0] == "alone":
+            return 1
+        dreamer = dreamers[key[0]]
+        on_gpu = dreamer.options.device is not None and dreamer.options.device.type == "cuda"
+        return len(items) if on_gpu else cpu_batch_size(*key[1][-2:])
 
+    dreamers = {id(dreamer): dreamer for dreamer, _, _ in items}
     keys = [(id(dreamer), tuple(image.shape)) if seed is None else ("alone", i)
             for i, (dreamer, image, seed) in enumerate(items)]
     results: List[Optional[tuple]] = [None] * len(items)
-    for indices in window_batches(keys, max(1, len(items))):
+    for indices in window_batches(keys, batch_size):
+        until = None
+        if deadlines is not None:
+            now = time.time()
+            for i in [i for i in indices if now > deadlines[i].at]:
+                results[i] = (503, _late(deadlines[i].limit_s))
+            indices = [i for i in indices if results[i] is None]
+            if not indices:
+                continue
+            until = max((deadlines[i] for i in indices), key=lambda deadline: deadline.at)
+
+        def on_step(steps: int, until=until):  # after each step, on the host: no device sync
+            if time.time() > until.at:
+                raise _PastDeadline
+
         dreamer, _, seed = items[indices[0]]
         try:
             out = dreamer(torch.stack([items[i][1] for i in indices]), seed=seed, progress=on_step if until else False)

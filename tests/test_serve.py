@@ -414,8 +414,19 @@ def test_a_dream_past_its_deadline_is_stopped_with_a_400(monkeypatch):
     assert [a[0] for a in answers] == [400, 400]  # one batch, stopped at the later deadline
     assert "the dream ran past this server's request time limit of 6.5 s (--request-timeout)" in answers[0][1]
     assert 5 <= len(steps) - start <= 10  # stopped after a few of its 100 steps, not at the end
-    ok = dream_requests([(dreamer, image, 2)], until=Deadline(real_time() + 600, 600))
+    ok = dream_requests([(dreamer, image, 2)], [Deadline(real_time() + 600, 600)])
     assert ok[0][0] == 200 and torch.equal(ok[0][1], dreamer(image, seed=2))
+
+
+def test_a_request_whose_deadline_passes_while_another_batch_dreams_is_not_dreamed():
+    """Each batch is checked against its own requests' deadlines when it comes: the second one,
+    whose deadline passed while the first dreamed, gets 503 (busy), not a dream cut short (400)."""
+    dreamer = fastdream.Dreamer(octaves=2, iterations=10, min_size=32)
+    first, second = decoded(png(128, 128)), decoded(png(64, 80, 1))
+    answers = dream_batch([(dreamer, first, None, in_(600)), (dreamer, second, None, in_(0.05, 3))])
+    assert answers[0][0] == 200 and answers[0][1].shape == first.shape
+    assert answers[1] == (503, "not answered within this server's request time limit of 3 s "
+                               "(--request-timeout): try later")
 
 
 def test_batches_group_by_size_and_seed():
