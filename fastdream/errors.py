@@ -35,4 +35,4 @@ def per_image_errors() -> Tuple[type, ...]:
     a Ray worker): a bad file or value, and running out of memory on it (torch imported here)."""
     import torch
 
-    return (ValueError, TypeError, OSError, torch.cuda.OutOfMemoryError)
+    return (ValueError, TypeError, OSError, NonFiniteError, torch.cuda.OutOfMemoryError)

@@ -409,10 +409,11 @@ def check_video_output(output: str, source: pathlib.Path, overwrite: bool) -> No
     import fnmatch
     import glob
 
-    from .video import is_sequence_path, sequence_glob
+    from .video import is_sequence_path, sequence_folder, sequence_glob
 
     dest = pathlib.Path(output)
-    if is_sequence_path(output):
+    sequence = is_sequence_path(output)
+    if sequence:
         pattern = sequence_glob(output)
         if is_sequence_path(str(source)):
             same = os.path.dirname(pattern) == os.path.dirname(sequence_glob(str(source)))
@@ -430,8 +431,8 @@ def check_video_output(output: str, source: pathlib.Path, overwrite: bool) -> No
         raise FileExistsError(f"output exists: {existing[0]} (use --overwrite to replace it)")
     # Where it goes must exist and take files (numbered frames: their folder is made if its parent
     # exists), found now rather than after the first frame was dreamed.
-    folder = pathlib.Path(os.path.dirname(os.path.abspath(pattern if is_sequence_path(output) else output)))
-    made = is_sequence_path(output) and not folder.is_dir()
+    folder = pathlib.Path(sequence_folder(output) if sequence else os.path.dirname(os.path.abspath(output)))
+    made = sequence and not folder.is_dir()
     if not (folder.parent if made else folder).is_dir():
         raise FileNotFoundError(f"parent folder of -o does not exist: {folder.parent if made else folder}")
     check_writable(folder.parent if made else folder)

@@ -303,7 +303,7 @@ def check_guide(name: str, guide):
         return None
     from ._checks import check_image  # noqa: PLC0415 - torch, only when a guide is given
 
-    guide = check_image(guide)
+    guide = check_image(guide, name)
     if guide.dim() != 3:
         raise OptionError("{0} must be one image [3, H, W], got shape {shape}", name, shape=list(guide.shape))
     return guide

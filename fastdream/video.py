@@ -71,6 +71,11 @@ def _glob_of(pattern: str) -> str:
     return _PATTERN.sub("*", glob.escape(pattern).replace("[%]", "%"))
 
 
+def sequence_folder(path: PathLike) -> str:
+    """The folder (absolute, as written) that a sequence path's numbered files go into."""
+    return os.path.dirname(os.path.abspath(_sequence_pattern(_name("sequence_folder", path))))
+
+
 def sequence_glob(path: PathLike) -> str:
     """The glob of the numbered files a sequence path (folder or ``%d`` pattern) stands for, with
     its folder resolved (links followed)."""

@@ -108,6 +108,14 @@ def test_unwritable_or_missing_output_found_before_dreaming(capsys, image, tmp_p
     assert code == 1 and "cannot write to the output folder /proc" in err, err
 
 
+def test_numbered_frames_into_a_new_folder_under_one_with_brackets(capsys, image, tmp_path):
+    parent = tmp_path / "run[1]"  # glob syntax in a real folder's name: not a pattern
+    parent.mkdir()
+    code, _, err = run(capsys, "zoom", image, "-o", f"{parent}/out/", "--frames", "2", *FAST)
+    assert code == 0, err
+    assert sorted(p.name for p in (parent / "out").iterdir()) == ["frame_000000.png", "frame_000001.png"]
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["--frames", "0"], "--frames"), (["--zoom", "0"], "--zoom"), (["--zoom", "x"], "--zoom"),
     (["--translate", "1"], "--translate"), (["--rotate", "inf"], "--rotate"), (["--fps", "-1"], "--fps"),

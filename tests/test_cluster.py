@@ -67,6 +67,13 @@ def test_ray_matches_single_process(ray_local, folder, tmp_path, capsys, batch):
     assert got == expected  # byte for byte
 
 
+def test_uri_input_to_a_local_folder(ray_local, folder, tmp_path, capsys):
+    expected = single_process(folder, tmp_path / "one")
+    code = cli.main(["dream", folder.as_uri(), "-o", str(tmp_path / "ray"), *FAST, "--ray"])
+    assert code == 1 and "dreamed 5 of 7 images, 2 failed" in capsys.readouterr().err
+    assert outputs(tmp_path / "ray") == expected
+
+
 def test_resume_skips_existing(ray_local, folder, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

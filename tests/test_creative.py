@@ -144,7 +144,7 @@ def test_dream_from_noise():
     (dict(channel_mode="strongest", channels=[1]), ValueError, "channels and channel_mode exclude each other"),
     (dict(channel_count=0), ValueError, "channel_count must be >= 1"),
     (dict(guide=torch.rand(2, 3, 8, 8)), ValueError, "guide must be one image"),
-    (dict(guide="cat.png"), TypeError, "image must be a torch.Tensor"),
+    (dict(guide="cat.png"), TypeError, "guide must be a torch.Tensor"),
     (dict(smoothing=-1.0), ValueError, "smoothing must be > 0"),
     (dict(smoothing="big"), TypeError, "smoothing must be None, a sigma"),
     (dict(lap_normalize=0), ValueError, "lap_normalize must be >= 1"),

@@ -136,3 +136,28 @@ def test_tiling_is_reported_once(capsys, monkeypatch, one, tmp_path, flags, why)
     assert err.count(note) == 1, err
     code, out, err = run(capsys, "dream", one, "-o", tmp_path / "q.png", "--quiet", *flags)
     assert code == 0 and err == ""
+
+
+def test_a_dream_gone_non_finite_is_one_images_failure_and_one_line(monkeypatch, capsys):
+    from fastdream.errors import NonFiniteError, per_image_errors
+
+    assert issubclass(NonFiniteError, per_image_errors())  # a folder run goes on past it
+
+    def nan(args):
+        raise NonFiniteError("the model's output at layer 'x' is not finite")
+
+    monkeypatch.setitem(cli.COMMANDS, "dream", nan)
+    assert cli.main(["dream", "in.png", "-o", "out.png"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not finite" in err and "Traceback" not in err
+
+
+def test_guide_and_class_index_errors_name_the_argument():
+    import numpy as np
+
+    from fastdream.objectives.classes import class_objective
+
+    with pytest.raises(TypeError, match=r"^guide must be a torch\.Tensor"):
+        fastdream.Dreamer(guide=np.zeros((3, 8, 8)))
+    with pytest.raises(ValueError, match=r"indices\[1\] must be >= 0, got -2"):
+        class_objective([1, -2])

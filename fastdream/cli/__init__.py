@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from ..errors import NonFiniteError
 from ..jobs import UsageError, one_line
 from .dream import dream_command
 from .frames import video_command, zoom_command
@@ -93,7 +94,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, NonFiniteError) as exc:
         print(error_line(exc), file=sys.stderr)
         return 1
     except ImportError as exc:  # an optional package that is missing (the message says how to install it)

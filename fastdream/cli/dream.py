@@ -54,7 +54,7 @@ def _prepare_outputs(plan: Plan, args) -> None:
     a killed run left for these outputs removed, and what --resume dreams again said."""
     if plan.folder is not None and not is_uri(plan.folder):
         plan.folder.mkdir(exist_ok=True)
-    folders = {job.dest.absolute().parent for job in plan.jobs if not is_uri(job.dest)}
+    folders = {pathlib.Path(job.dest).absolute().parent for job in plan.jobs if not is_uri(job.dest)}
     for folder in sorted(folders):
         check_writable(folder)
     removed = remove_stale_temps(plan)

@@ -122,8 +122,8 @@ def class_objective(indices: Sequence[int]) -> PerLayer:
         raise TypeError(f"class_objective: indices must be a sequence of ints, got {type(indices).__name__}")
     if not indices:
         raise ValueError("class_objective: indices must hold at least one class index")
-    for i in indices:
-        check_int("class_objective", "indices[i]", i, 0)
+    for k, i in enumerate(indices):
+        check_int("class_objective", f"indices[{k}]", i, 0)
     chosen = PerDevice(torch.tensor([int(i) for i in indices], dtype=torch.int64))
     largest = max(indices)
 
