@@ -207,7 +207,8 @@ def _checked(jobs: List[Job], sources: Sequence[pathlib.Path], folder, resume: b
         for job in jobs:
             job.replace = job.dest in broken
         kept = [dest for dest in existing if dest not in broken]
-        return Plan([job for job in jobs if job.dest not in kept], folder, [str(d) for d in kept],
+        keep = set(kept)
+        return Plan([job for job in jobs if job.dest not in keep], folder, [str(d) for d in kept],
                     [str(d) for d in existing if d in broken])
     if existing and not overwrite:
         raise _exists_error([str(d) for d in existing])

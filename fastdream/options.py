@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from ._checks import choice_problem, int_problem, real_problem, type_name  # torch-free, like this module
-from .models.registry import DEFAULT_MODEL  # torch-free, like this module
+from .models.registry import DEFAULT_MODEL, closest_names  # torch-free, like this module
 
 DEFAULT_STEP_SIZE = 0.01
 """Mean change per pixel per iteration, in image units (the seed's 1.5 on 0..255 is ~0.006)."""
@@ -626,12 +626,10 @@ def fields() -> Tuple[dataclasses.Field, ...]:
 def check_names(names, where: str, also: Sequence[str] = ()) -> None:
     """TypeError for a keyword of ``where(...)`` that is not an option (nor one of ``also``), naming
     the closest option names (``octave`` → did you mean ``'octaves'``)."""
-    import difflib  # noqa: PLC0415 - only for the message
-
     known = [f.name for f in fields()] + list(also)
     for name in names:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+            close = closest_names(name, known, 2)
             hint = (f"; did you mean {' or '.join(map(repr, close))}?" if close
                     else f"; the options are {', '.join(known)}")
             raise TypeError(f"{where}() got an unknown option {name!r}{hint}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 

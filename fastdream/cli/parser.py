@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_dream_options(video, "video")
 
-    models = commands.add_parser("models", help="list the built-in models", description="List the built-in models.")
+    commands.add_parser("models", help="list the built-in models", description="List the built-in models.")
 
     layers = commands.add_parser(
         "layers", help="list a model's layer names", description="List the layer names of a model."

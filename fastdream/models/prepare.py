@@ -178,8 +178,8 @@ def prepare_for_dreaming(module: nn.Module, layers: Sequence[str]) -> nn.Module:
     with _eval_mode(module):  # trace the eval branches (GoogLeNet's aux heads, dropout …)
         try:
             graph = symbolic_graph(module, set(taps), at_defaults=True)
-        except Exception as exc:  # noqa: BLE001 - Python control flow fx cannot follow
-            return ShapeGraphs(module, taps, _reason(exc))
+        except Exception:  # noqa: BLE001 - Python control flow fx cannot follow
+            return ShapeGraphs(module, taps)
         try:
             return _prepare(module, taps, top=True, graph=graph)
         except Exception as exc:  # noqa: BLE001 - a graph the rewriting does not handle soundly
@@ -203,13 +203,12 @@ class ShapeGraphs(nn.Module):
     # A graph costs little memory: it shares the module's tensors and the folded convolutions.
     MAX_SHAPES = 128
 
-    def __init__(self, module: nn.Module, taps: List[str], why_not_symbolic: str):
+    def __init__(self, module: nn.Module, taps: List[str]):
         super().__init__()
         # Plain attributes, not submodules: only the taps are named (and hooked) here.
         # The module weakly: a memo of this prepared module (fastdream.dream_cache) must not keep it alive.
         self.__dict__.update(_source=weakref.ref(module), eager=None, graphs=OrderedDict(), cache={})
         self.taps = taps
-        self.why_not_symbolic = why_not_symbolic
         for tap in _outermost(taps):
             _set_submodule(self, tap, _tap_module(module, tap, taps, self.cache, "", structured=True))
 

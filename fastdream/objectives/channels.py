@@ -6,7 +6,6 @@ when the objective is built: nothing is read back to the host while the dream ru
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 
