@@ -9,6 +9,7 @@ built once (docs/architecture.md, "Data flow").
 * :data:`PREPARED_GRAPHS`: for a module of yours, its prepared graph per tapped layers, keyed weakly
   by the module: a Dreamer of your module would keep the module alive, so none is cached; the graph
   (which shares the module's parameters but not the module object) goes when the module goes.
+  Every Dreamer of that module uses the one graph, so a call holds its :func:`call_lock`.
 """
 from __future__ import annotations
 
@@ -115,3 +116,17 @@ class PreparedGraphs:
 
 
 PREPARED_GRAPHS = PreparedGraphs()
+
+_CALL_LOCKS: "weakref.WeakKeyDictionary[nn.Module, threading.Lock]" = weakref.WeakKeyDictionary()
+_CALL_LOCKS_LOCK = threading.Lock()
+
+
+def call_lock(model: nn.Module) -> threading.Lock:
+    """The lock a call holds while it runs the prepared ``model``: Dreamers of one module of yours
+    share its prepared graph, and a call's ``LayerTap`` hooks on the shared tapped layers must not
+    fire in another thread's forward."""
+    with _CALL_LOCKS_LOCK:
+        lock = _CALL_LOCKS.get(model)
+        if lock is None:
+            lock = _CALL_LOCKS[model] = threading.Lock()
+        return lock

@@ -15,7 +15,7 @@ from . import options as _options
 from ._checks import check_image
 from .batching import GPU_BATCH, WINDOW, cpu_batch_size, seed_for, window_batches
 from ._convert import to_dtype_like, to_float01
-from .dream_cache import DreamerCache
+from .dream_cache import DreamerCache, call_lock
 from .engine import Engine
 from .options import (DEFAULT_STEP_SIZE, OptionError, Options, check_bool, check_choice, check_device, check_int,
                       check_real)
@@ -261,8 +261,10 @@ class Dreamer:
             what = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise TypeError(f"loss: x must be a float Tensor[B, 3, H, W], got {what}")
         device = self._engine.device_for(x)
-        prepared = self._engine.prepare(device)
-        return self._engine.objective(prepared.features(x.to(device)))
+        with self._engine.lock:
+            prepared = self._engine.prepare(device)
+            with call_lock(prepared.model):
+                return self._engine.objective(prepared.features(x.to(device)))
 
     def prepared_model(self, device=None) -> torch.nn.Module:
         """The model as it is dreamed with on ``device`` (default: the Dreamer's, else the CPU):

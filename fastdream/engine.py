@@ -29,7 +29,7 @@ from . import ops
 from ._checks import check_min_size
 from ._convert import to_dtype_like, to_float01
 from .colors import keep_colors
-from .dream_cache import PREPARED_GRAPHS
+from .dream_cache import PREPARED_GRAPHS, call_lock
 from .diagnose import detached_layer_error, is_no_path_error, nonfinite_error
 from .graphs import FallbackNotice, GraphCache, GraphStepper
 from .models.layers import LayerTap, resolve_layers
@@ -259,14 +259,15 @@ class Engine:
             sizes = octave_sizes(height, width, self.options.octaves, self.options.octave_scale, self.min_size)
             generator = torch.Generator().manual_seed(seed)
             tables = [shift_table(self.options.iterations, batch, self.options.jitter, generator) for _ in sizes]
-            with self.lock:
+            with self.lock:  # then the prepared model's own (always in this order)
                 prepared = self.prepare(device)
-                tilings = self.tilings(prepared, batch, sizes, generator)
-                img = to_float01(x, device)
-                grey = channels == 1
-                if grey:
-                    img = img.expand(-1, 3, -1, -1).contiguous()
-                out = self._octaves_or_tiled(prepared, img, sizes, tables, tilings, generator, progress)
+                with call_lock(prepared.model):
+                    tilings = self.tilings(prepared, batch, sizes, generator)
+                    img = to_float01(x, device)
+                    grey = channels == 1
+                    if grey:
+                        img = img.expand(-1, 3, -1, -1).contiguous()
+                    out = self._octaves_or_tiled(prepared, img, sizes, tables, tilings, generator, progress)
             if grey:
                 out = out.mean(dim=1, keepdim=True)
             out = to_dtype_like(out, image.dtype).to(image.device)

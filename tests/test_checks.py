@@ -35,7 +35,7 @@ CASES = [
     (lambda: channel_objective(torch.zeros(2, 2, dtype=torch.long), base="max"), ValueError,
      "channel_objective: base must be 'l2' or 'mean', got 'max'"),
     (lambda: guided_objective(X[0]), ValueError, "guided_objective: guide_acts must be a 4-D"),
-    (lambda: class_objective([1, -3]), ValueError, "class_objective: indices[i] must be >= 0, got -3"),
+    (lambda: class_objective([1, -3]), ValueError, "class_objective: indices[1] must be >= 0, got -3"),
 ]
 
 

@@ -295,3 +295,25 @@ def test_progress_callable_counts_steps_and_can_stop_a_dream():
     assert sum(images) == 3
     with pytest.raises(TypeError, match="progress must be a bool or a callable, got str"):
         d(image, progress="yes")
+
+
+def test_two_dreamers_of_one_module_in_two_threads():
+    """Dreamers of one module of yours share its prepared graph (and the hooks their calls put on
+    it): calls from two threads run one at a time and each gets its own, sequential, answer."""
+    module = _module()
+    image = _image(6, (32, 36))
+    dreamers = [fastdream.Dreamer(module, "2", **dict(FAST, step_size=step, iterations=6)) for step in (0.01, 0.03)]
+    expected = [d(image) for d in dreamers]
+    results = {}
+
+    def run(k):
+        results[k] = [dreamers[k % 2](image) for _ in range(4)]
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k, outs in results.items():
+        assert all(torch.equal(out, expected[k % 2]) for out in outs), k
+    assert len(results) == 4
