@@ -31,7 +31,6 @@ Where this sits in the project: docs/architecture.md, "Clusters and servers".
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -52,7 +51,6 @@ from .jobs import UsageError, build_dreamer, decode_limited, one_line
 from .ray_support import actor_dreamer_options, actor_resources, connect, require_ray
 from .serve_requests import FIELD_NAMES, FORMATS, Limits, RequestError, check_pixels, parse_fields, read_body, split_body
 
-_KEPT_DREAMERS = 4
 APP_NAME = "fastdream"
 STOP_TIMEOUT_S = 20.0
 _ANSWER_SLACK_S = 5.0
@@ -158,21 +156,19 @@ class DreamModel:
     def __init__(self, options: dict, max_side: Optional[int] = None, threads: Optional[int] = None):
         self.options = actor_dreamer_options(options, threads)  # the replica's GPU where it has one
         self.max_side = max_side
-        self._dreamers: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
+        self._dreamers = None  # made on the compute thread, with the model
         _compute().submit(self._dreamer, {}).result()  # the server's own options checked, the model loaded, now
 
     def _dreamer(self, overrides: dict):
+        """The Dreamer of the server's options with a request's ``overrides``: the last few kept,
+        by the options they resolve to (a field set to the server's own value is no new one)."""
+        from .dream_cache import DreamerCache
         from .dreamer import Dreamer
+        from .options import Options
 
-        key = tuple(sorted(overrides.items()))
-        dreamer = self._dreamers.get(key)
-        if dreamer is None:
-            dreamer = Dreamer(**dict(self.options, **overrides))
-            self._dreamers[key] = dreamer
-            while len(self._dreamers) > _KEPT_DREAMERS:
-                self._dreamers.popitem(last=False)
-        self._dreamers.move_to_end(key)
-        return dreamer
+        if self._dreamers is None:
+            self._dreamers = DreamerCache(lambda options: Dreamer(**options.as_dict()))
+        return self._dreamers.get(Options(**dict(self.options, **overrides)))
 
     async def dream(self, item: tuple) -> Tuple[int, str, object]:
         """``(image bytes, overrides, seed, format, Deadline)`` -> ``(status, content type, body)``.

@@ -398,6 +398,13 @@ def test_model_replica_answers_each_request():
     assert dream_batch([(dreamer, image, None, in_(-1)), (dreamer, image, 4, in_(60))])[0][0] == 503
 
 
+def test_replica_keeps_one_dreamer_per_resolved_options():
+    model = DreamModel(OPTIONS)
+    same = model._dreamer({"iterations": OPTIONS["iterations"]})  # the server's own value: no new Dreamer
+    assert same is model._dreamer({}) and model._dreamer({"iterations": 1}) is not same
+    assert model._dreamer({"iterations": 1}) is model._dreamer({"iterations": 1})
+
+
 def test_a_dream_past_its_deadline_is_stopped_with_a_400(monkeypatch):
     """A dream still running at the deadline stops at its next step (the replica is freed for
     others) and its requests get a 400 naming the limit; dreams within it are the library's."""
