@@ -125,7 +125,7 @@ def post(url, body, query="", content_type="application/octet-stream", timeout=1
 
 
 def get_status(url: str, timeout: float = 60) -> tuple:
-    """``(HTTP status of GET url, seconds it took)``."""
+    """``(HTTP status of GET url, seconds it took)``; the body of a 503 checked to name the limit."""
     start = time.monotonic()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -133,6 +133,8 @@ def get_status(url: str, timeout: float = 60) -> tuple:
             status = response.status
     except urllib.error.HTTPError as exc:
         status = exc.code
+        if status == 503:  # Serve's proxy answers it; the number is --max-waiting's
+            assert b"max_queued_requests=2" in exc.read()
     return status, time.monotonic() - start
 
 
