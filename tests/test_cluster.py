@@ -189,7 +189,7 @@ def test_foreign_workers_stop_with_one_line():
     version, digest, extension = ray_support.fingerprint()
     ray_support.check_workers(_FakeRay((version, digest, extension, "/site/fastdream")))  # the same: fine
     with pytest.raises(ray_support.WorkerMismatchError) as info:
-        ray_support.check_workers(_FakeRay((version, digest, False, "/checkout/fastdream")))
+        ray_support.check_workers(_FakeRay((version, digest, not extension, "/checkout/fastdream")))
     if extension:
         assert "from /checkout/fastdream" in str(info.value) and "extension does not load" in str(info.value)
     with pytest.raises(ray_support.WorkerMismatchError, match="other code"):

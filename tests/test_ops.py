@@ -318,6 +318,8 @@ def test_extension_is_loaded_when_it_was_built():
     if os.environ.get("FASTDREAM_BUILD_EXT", "").strip() == "0":
         pytest.skip("FASTDREAM_BUILD_EXT=0: pure-Python install")
     info = backends.backend_info()
+    if info["build"] is None:  # setup.py records every build it runs, with or without the extension
+        pytest.skip("a source tree run in place, never built (no fastdream/_build.json): nothing to load")
     assert info["extension"], f"fastdream._C did not load: {info['extension_error']}"
     assert info["devices"]["cpu"] == "cpu-extension"
     if os.environ.get("FASTDREAM_BUILD_CUDA", "").strip() == "1":
